@@ -1,0 +1,17 @@
+"""tdhook_rl: interpretability inside TorchRL.
+
+Attribution, activation recording, probing and interventions as TensorDict modules that drop
+into ``env.rollout``, collectors and trainers.
+
+Examples:
+    >>> import tdhook_rl as thr
+    >>> from tdhook_rl.attribution import IntegratedGradients
+    >>> from tdhook_rl.targets import ActionLogProb
+"""
+
+from tdhook_rl import attribution, targets
+from tdhook_rl.attributed import Attributed
+
+__version__ = "0.1.0"
+
+__all__ = ["Attributed", "__version__", "attribution", "targets"]

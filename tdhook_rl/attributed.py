@@ -1,0 +1,165 @@
+"""``Attributed``: a drop-in TorchRL policy/critic wrapper that writes attributions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from tensordict import NestedKey, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+
+from tdhook_rl.attribution import AttributionMethod, resolve_method
+from tdhook_rl.attribution.engine import BACKWARDS, Backward, GradientEngine
+from tdhook_rl.core.grad_mode import gradients_enabled, inside_functional_transform
+from tdhook_rl.core.keys import as_key, key_tuple
+from tdhook_rl.core.wrapper import TransparentWrapper
+from tdhook_rl.targets import Target, as_targets
+
+DELTA_KEY = "completeness_delta"
+
+
+class Attributed(TransparentWrapper):
+    """Runs a TensorDict module unchanged and writes the attribution of every target to inputs.
+
+    The wrapped module acts exactly as before (same outputs, same sampled actions for the same
+    seed, in the caller's grad mode). Then, with gradients enabled locally (also inside the
+    ``no_grad`` / ``inference_mode`` of collectors and ``env.rollout``), all targets of all
+    heads are attributed in one batched pass, and written, detached, under
+    ``(out_key, target_name, *input_key)`` with the input's shape. Methods with a completeness
+    delta also write ``(out_key, target_name, "completeness_delta")`` with the batch shape.
+
+    The wrapper shares the wrapped module's parameters (``state_dict`` keys, ``named_modules``
+    paths and ``TensorDict.from_module`` are the raw module's), pickles for multi-process
+    collectors, and delegates ``get_dist`` and friends so loss modules accept it. Under a
+    ``vmap`` (e.g. GAE calling the critic) it stands aside and only runs the module.
+
+    Args:
+        module: any TensorDict module: ``ProbabilisticActor``, ``ValueOperator``,
+            ``ActorValueOperator``, a ``TensorDictSequential`` of actor and critic, a
+            ``TensorDictModule``.
+        method: an :class:`~tdhook_rl.attribution.AttributionMethod` or its name
+            (``"saliency"``, ``"input_x_gradient"``, ``"integrated_gradients"``, ``"smoothgrad"``).
+        inputs: the floating-point entries to attribute to (read by the module).
+        targets: ``{name: target}``; a target is a key of a per-sample scalar
+            (``"state_value"``), :class:`~tdhook_rl.targets.Index`,
+            :class:`~tdhook_rl.targets.ActionLogProb` or a callable ``td -> Tensor``.
+        out_key: the root key of the results.
+        backward: ``"vmap"`` (default) or ``"replicate"``; see
+            :class:`~tdhook_rl.attribution.GradientEngine`.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import TensorDictModule, TensorDictSequential
+        >>> import tdhook_rl as thr
+        >>> from tdhook_rl.targets import Index
+        >>> actor = TensorDictModule(torch.nn.Linear(9, 4), ["observation"], ["logits"])
+        >>> critic = TensorDictModule(torch.nn.Linear(9, 1), ["observation"], ["state_value"])
+        >>> explained = thr.Attributed(
+        ...     TensorDictSequential(actor, critic),
+        ...     "saliency",
+        ...     inputs=["observation"],
+        ...     targets={"logit0": Index("logits", 0), "value": "state_value"},
+        ... )
+        >>> td = explained(TensorDict(observation=torch.randn(10, 2, 9), batch_size=[10, 2]))
+        >>> td["attribution", "value", "observation"].shape
+        torch.Size([10, 2, 9])
+    """
+
+    def __init__(
+        self,
+        module: TensorDictModuleBase,
+        method: AttributionMethod | str,
+        *,
+        inputs: Sequence[NestedKey] | NestedKey,
+        targets: Mapping[str, Any] | Any,
+        out_key: NestedKey = "attribution",
+        backward: Backward = "vmap",
+    ) -> None:
+        super().__init__(module)
+        self.method = resolve_method(method)
+        if isinstance(inputs, str | tuple):
+            inputs = [inputs]
+        self.inputs: list[NestedKey] = [as_key(k, "input key") for k in inputs]
+        if not self.inputs:
+            raise ValueError("inputs is empty: name the entries to attribute, e.g. ['observation']")
+        module_in = list(module.in_keys)
+        for key in self.inputs:
+            if key not in module_in:
+                raise ValueError(
+                    f"input {key!r} is not read by the module (its in_keys are {module_in}); "
+                    "attribute to one of those."
+                )
+        self.targets: dict[str, Target] = {
+            name: target.bind(module) for name, target in as_targets(targets).items()
+        }
+        if backward not in BACKWARDS:
+            raise ValueError(f"backward must be one of {list(BACKWARDS)}, got {backward!r}")
+        self.backward = backward
+        self.out_key = as_key(out_key, "out_key")
+        if any(key_tuple(k)[-1] == DELTA_KEY for k in self.inputs):
+            raise ValueError(f"an input key may not end with {DELTA_KEY!r} (reserved for results)")
+        self.in_keys = module_in
+        self.out_keys = list(module.out_keys) + self.result_keys()
+
+    def result_keys(self) -> list[NestedKey]:
+        """The keys this wrapper adds to the module's outputs."""
+        root = key_tuple(self.out_key)
+        keys: list[NestedKey] = []
+        for name in self.targets:
+            keys += [(*root, name, *key_tuple(k)) for k in self.inputs]
+            if self.method.has_convergence_delta:
+                keys.append((*root, name, DELTA_KEY))
+        return keys
+
+    def _checked_inputs(self, td: TensorDictBase) -> dict[NestedKey, torch.Tensor]:
+        values = {}
+        for key in self.inputs:
+            value = td.get(key, None)
+            if value is None:
+                present = sorted(str(k) for k in td.keys(include_nested=True, leaves_only=True))
+                raise KeyError(
+                    f"input {key!r} is not in the TensorDict (it holds {present}); "
+                    f"check Attributed(inputs=...)."
+                )
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                dtype = getattr(value, "dtype", type(value).__name__)
+                raise TypeError(
+                    f"input {key!r} has dtype {dtype}; gradients need a floating-point input. "
+                    "Attribute a float encoding instead (e.g. one-hot planes of a board, or a "
+                    "transform that casts to float before the network)."
+                )
+            values[key] = value
+        self.method.check(values, td)
+        return values
+
+    def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
+        if inside_functional_transform():
+            return self.wrapped(tensordict, *args, **kwargs)
+        inputs = self._checked_inputs(tensordict)
+        context_keys = [k for k in self.in_keys if k not in self.inputs]
+        context_keys += [k for k in self.method.context_keys if k not in context_keys]
+        context = tensordict.select(*context_keys, strict=False)
+        out = self.wrapped(tensordict, *args, **kwargs)
+        reference_keys = [k for t in self.targets.values() for k in t.reference_keys]
+        with gradients_enabled():
+            # clones turn inference tensors into ordinary ones and keep the caller's untouched
+            engine = GradientEngine(
+                self.wrapped,
+                self.targets,
+                context.detach().clone(),
+                out.select(*reference_keys, strict=False).detach().clone(),
+                self.backward,
+            )
+            result = self.method.attribute(engine, {k: v.detach().clone() for k, v in inputs.items()})
+        root = key_tuple(self.out_key)
+        for i, name in enumerate(self.targets):
+            for key, value in result.attributions.items():
+                out.set((*root, name, *key_tuple(key)), value[i].detach())
+            if result.delta is not None:
+                out.set((*root, name, DELTA_KEY), result.delta[i].detach())
+        return out
+
+    def _extra_repr_items(self) -> dict[str, Any]:
+        return {"method": self.method, "inputs": self.inputs, "targets": self.targets}

@@ -1,0 +1,59 @@
+"""Attribution methods. Each file holds one method; all share :mod:`.engine`.
+
+Methods can be given to :class:`tdhook_rl.Attributed` as instances or by name:
+``"saliency"``, ``"input_x_gradient"``, ``"integrated_gradients"`` (``"ig"``), ``"smoothgrad"``.
+"""
+
+from __future__ import annotations
+
+from tdhook_rl.attribution.base import AttributionMethod, AttributionResult
+from tdhook_rl.attribution.engine import GradientEngine
+from tdhook_rl.attribution.input_x_gradient import InputXGradient
+from tdhook_rl.attribution.integrated_gradients import IntegratedGradients
+from tdhook_rl.attribution.quadrature import RULES, quadrature
+from tdhook_rl.attribution.saliency import Saliency
+from tdhook_rl.attribution.smoothgrad import SmoothGrad
+
+METHODS: dict[str, type[AttributionMethod]] = {
+    "saliency": Saliency,
+    "input_x_gradient": InputXGradient,
+    "integrated_gradients": IntegratedGradients,
+    "ig": IntegratedGradients,
+    "smoothgrad": SmoothGrad,
+}
+
+
+def resolve_method(method: AttributionMethod | str) -> AttributionMethod:
+    """Returns ``method`` if it is a method instance, or a default-configured one by name.
+
+    Examples:
+        >>> resolve_method("ig")
+        IntegratedGradients(n_steps=50, rule='gausslegendre', baseline=0.0, chunk_size=None)
+    """
+    if isinstance(method, AttributionMethod):
+        return method
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(
+                f"unknown attribution method {method!r}; known names: {sorted(METHODS)}, "
+                "or pass an instance such as IntegratedGradients(n_steps=32)."
+            )
+        return METHODS[method]()
+    if isinstance(method, type) and issubclass(method, AttributionMethod):
+        raise TypeError(f"pass an instance, e.g. {method.__name__}(), not the class itself")
+    raise TypeError(f"method must be an AttributionMethod or a method name, got {method!r}")
+
+
+__all__ = [
+    "METHODS",
+    "RULES",
+    "AttributionMethod",
+    "AttributionResult",
+    "GradientEngine",
+    "InputXGradient",
+    "IntegratedGradients",
+    "Saliency",
+    "SmoothGrad",
+    "quadrature",
+    "resolve_method",
+]

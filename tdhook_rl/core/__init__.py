@@ -1,0 +1,13 @@
+"""Building blocks shared by every tdhook_rl wrapper: keys, grad modes, transparent wrapping."""
+
+from tdhook_rl.core.grad_mode import gradients_enabled, inside_functional_transform
+from tdhook_rl.core.keys import as_key, key_tuple
+from tdhook_rl.core.wrapper import TransparentWrapper
+
+__all__ = [
+    "TransparentWrapper",
+    "as_key",
+    "gradients_enabled",
+    "inside_functional_transform",
+    "key_tuple",
+]

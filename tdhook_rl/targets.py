@@ -1,0 +1,252 @@
+"""What is explained: a per-sample scalar computed from the module's output TensorDict.
+
+A target is called as ``target(output, reference)`` where ``output`` is the TensorDict the
+wrapped module wrote during the attribution pass (flat batch) and ``reference`` holds the
+entries of the original forward that the target asked for (``reference_keys``), e.g. the
+action actually taken. It returns one scalar per sample: shape ``output.batch_size``, or that
+shape with a trailing dimension of size 1.
+
+Targets are given to :class:`tdhook_rl.Attributed` as a mapping ``name -> spec`` where the
+spec is one of:
+
+* a key (``"state_value"``, ``("agents", "value")``): the entry itself (see :class:`Key`);
+* :class:`Index`: one entry of a vector output (a logit, a win-probability column);
+* :class:`ActionLogProb`: the log-probability of the action that was taken;
+* any callable ``td -> Tensor`` (see :class:`FromCallable`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from tensordict import NestedKey, TensorDictBase
+from tensordict.nn import ProbabilisticTensorDictModule
+from torch import nn
+
+from tdhook_rl.core.keys import as_key
+
+__all__ = ["ActionLogProb", "FromCallable", "Index", "Key", "Target", "as_target", "as_targets"]
+
+
+class Target(ABC):
+    """Base class of targets. Subclasses implement :meth:`__call__` and may override
+    :meth:`bind` (resolve things in the wrapped module once) and ``reference_keys``."""
+
+    #: Entries of the original forward's output that :meth:`__call__` reads from ``reference``.
+    reference_keys: tuple[NestedKey, ...] = ()
+
+    def bind(self, module: nn.Module) -> Target:
+        """Returns the target ready for ``module`` (a new object; ``self`` is never changed)."""
+        return self
+
+    @abstractmethod
+    def __call__(self, output: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
+        """Returns the target's value, one scalar per sample of ``output``."""
+
+    def hint(self) -> str:
+        """A sentence telling how to fix a target that is not one scalar per sample."""
+        return "Return one scalar per sample."
+
+
+def _read(td: TensorDictBase, key: NestedKey, who: str) -> torch.Tensor:
+    value = td.get(key, None)
+    if value is None:
+        available = sorted(str(k) for k in td.keys(include_nested=True, leaves_only=True))
+        raise KeyError(
+            f"{who} reads {key!r}, which the module's output does not contain. "
+            f"Available keys: {available}."
+        )
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{who} reads {key!r}, which is a {type(value).__name__}, not a tensor.")
+    return value
+
+
+class Key(Target):
+    """The entry at ``key``, which must hold one scalar per sample (e.g. ``state_value``).
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict(state_value=torch.tensor([[1.0], [2.0]]), batch_size=[2])
+        >>> Key("state_value")(td, td)
+        tensor([[1.],
+                [2.]])
+    """
+
+    def __init__(self, key: NestedKey) -> None:
+        self.key = as_key(key, "target key")
+
+    def __call__(self, output: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
+        return _read(output, self.key, f"target key {self.key!r}")
+
+    def hint(self) -> str:
+        return f"To explain one entry of {self.key!r}, use Index({self.key!r}, i)."
+
+    def __repr__(self) -> str:
+        return f"Key({self.key!r})"
+
+
+class Index(Target):
+    """One entry of a vector (or tensor) output: ``td[key][..., index]``.
+
+    Args:
+        key: the output entry, e.g. ``"logits"``.
+        index: an ``int`` for a vector output, or a tuple of ints for a tensor output
+            (indices into the trailing, per-sample dimensions).
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict(logits=torch.arange(6.0).reshape(2, 3), batch_size=[2])
+        >>> Index("logits", 2)(td, td)
+        tensor([2., 5.])
+    """
+
+    def __init__(self, key: NestedKey, index: int | tuple[int, ...]) -> None:
+        self.key = as_key(key, "target key")
+        index_tuple = (index,) if isinstance(index, int) else tuple(index)
+        if not index_tuple or not all(isinstance(i, int) for i in index_tuple):
+            raise TypeError(f"Index({self.key!r}, ...) takes an int or a tuple of ints, got {index!r}")
+        self.index = index_tuple
+
+    def __call__(self, output: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
+        value = _read(output, self.key, f"Index({self.key!r}, ...)")
+        per_sample = value.shape[output.batch_dims :]
+        if len(per_sample) < len(self.index):
+            raise ValueError(
+                f"Index({self.key!r}, {self.index}) indexes {len(self.index)} dimension(s) but "
+                f"{self.key!r} has per-sample shape {tuple(per_sample)}."
+            )
+        for i, size in zip(self.index, per_sample, strict=False):
+            if not -size <= i < size:
+                raise IndexError(
+                    f"Index({self.key!r}, {self.index}): index {i} is out of range for "
+                    f"per-sample shape {tuple(per_sample)}."
+                )
+        return value[(Ellipsis, *self.index, *([slice(None)] * (len(per_sample) - len(self.index))))]
+
+    def __repr__(self) -> str:
+        index = self.index[0] if len(self.index) == 1 else self.index
+        return f"Index({self.key!r}, {index!r})"
+
+
+class ActionLogProb(Target):
+    """The log-probability of the action actually taken, under the actor's distribution.
+
+    The action is read from the original forward (the one that acted); its log-probability is
+    recomputed from the distribution parameters of the attribution pass, so the gradient says
+    how each input feature moved the probability of *that* action. Works with every
+    distribution of a ``ProbabilisticTensorDictModule`` (TanhNormal, Normal, Categorical,
+    OneHotCategorical, MaskedCategorical, ...); per-dimension log-probabilities of factorized
+    actions are summed.
+
+    Args:
+        action_key: the sampled key to use when the module holds several probabilistic
+            modules; by default the only one's first sample key (``"action"``).
+
+    Examples:
+        >>> target = ActionLogProb()   # used as targets={"policy": ActionLogProb()}
+    """
+
+    def __init__(self, action_key: NestedKey | None = None) -> None:
+        self.action_key = None if action_key is None else as_key(action_key, "action_key")
+
+    def bind(self, module: nn.Module) -> Target:
+        candidates = [m for m in module.modules() if isinstance(m, ProbabilisticTensorDictModule)]
+        if self.action_key is not None:
+            candidates = [m for m in candidates if self.action_key in list(m.dist_sample_keys)]
+        if not candidates:
+            where = "" if self.action_key is None else f" sampling {self.action_key!r}"
+            raise ValueError(
+                f"ActionLogProb needs a probabilistic actor{where} inside the module "
+                "(a ProbabilisticActor or ProbabilisticTensorDictModule); none was found. "
+                "Explain a deterministic output with a key or Index(key, i) instead."
+            )
+        if len(candidates) > 1:
+            keys = [list(m.dist_sample_keys) for m in candidates]
+            raise ValueError(
+                f"ActionLogProb found {len(candidates)} probabilistic modules sampling {keys}; "
+                "choose one with ActionLogProb(action_key=...)."
+            )
+        return _BoundActionLogProb(candidates[0], self.action_key)
+
+    def __call__(self, output: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
+        raise RuntimeError("ActionLogProb must be bound to a module first (Attributed does this).")
+
+    def __repr__(self) -> str:
+        return "ActionLogProb()" if self.action_key is None else f"ActionLogProb({self.action_key!r})"
+
+
+class _BoundActionLogProb(Target):
+    def __init__(self, prob_module: ProbabilisticTensorDictModule, action_key: NestedKey | None):
+        self.prob_module = prob_module
+        self.action_key = action_key if action_key is not None else prob_module.dist_sample_keys[0]
+        self.reference_keys = (self.action_key,)
+
+    def __call__(self, output: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
+        action = _read(reference, self.action_key, f"ActionLogProb({self.action_key!r})")
+        dist = self.prob_module.get_dist(output)
+        log_prob = dist.log_prob(action)
+        if isinstance(log_prob, TensorDictBase):
+            raise TypeError(
+                "ActionLogProb supports single-key actions; this actor's distribution is "
+                "composite. Use a callable target that aggregates the log-probabilities."
+            )
+        # factorized actions (e.g. a plain Normal over action dims): sum per-dimension terms
+        while log_prob.ndim > output.batch_dims:
+            log_prob = log_prob.sum(-1)
+        return log_prob
+
+    def __repr__(self) -> str:
+        return f"ActionLogProb({self.action_key!r})"
+
+
+class FromCallable(Target):
+    """Any callable ``td -> Tensor`` returning one scalar per sample.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> margin = FromCallable(lambda td: td["logits"].max(-1).values)
+        >>> margin(TensorDict(logits=torch.eye(2), batch_size=[2]), None)
+        tensor([1., 1.])
+    """
+
+    def __init__(self, fn: Callable[[TensorDictBase], torch.Tensor]) -> None:
+        if not callable(fn):
+            raise TypeError(f"FromCallable needs a callable td -> Tensor, got {fn!r}")
+        self.fn = fn
+
+    def __call__(self, output: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
+        return self.fn(output)
+
+    def __repr__(self) -> str:
+        return f"FromCallable({getattr(self.fn, '__name__', repr(self.fn))})"
+
+
+def as_target(spec: Any) -> Target:
+    """Turns a target spec (key, :class:`Target`, callable) into a :class:`Target`."""
+    if isinstance(spec, Target):
+        return spec
+    if isinstance(spec, str | tuple):
+        return Key(spec)
+    if callable(spec):
+        return FromCallable(spec)
+    raise TypeError(
+        f"a target must be a key, Index(key, i), ActionLogProb() or a callable td -> Tensor; "
+        f"got {spec!r}"
+    )
+
+
+def as_targets(targets: Mapping[str, Any] | Any) -> dict[str, Target]:
+    """Normalizes ``targets``: a mapping ``name -> spec``, or a single spec named ``"target"``."""
+    if not isinstance(targets, Mapping):
+        targets = {"target": targets}
+    if not targets:
+        raise ValueError("targets is empty: give at least one, e.g. {'value': 'state_value'}")
+    out: dict[str, Target] = {}
+    for name, spec in targets.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"target names must be non-empty strings, got {name!r}")
+        out[name] = as_target(spec)
+    return out
