@@ -152,7 +152,9 @@ class Attributed(TransparentWrapper):
                 out.select(*reference_keys, strict=False).detach().clone(),
                 self.backward,
             )
-            result = self.method.attribute(engine, {k: v.detach().clone() for k, v in inputs.items()})
+            result = self.method.attribute(
+                engine, {k: v.detach().clone() for k, v in inputs.items()}
+            )
         root = key_tuple(self.out_key)
         for i, name in enumerate(self.targets):
             for key, value in result.attributions.items():

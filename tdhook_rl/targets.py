@@ -107,7 +107,9 @@ class Index(Target):
         self.key = as_key(key, "target key")
         index_tuple = (index,) if isinstance(index, int) else tuple(index)
         if not index_tuple or not all(isinstance(i, int) for i in index_tuple):
-            raise TypeError(f"Index({self.key!r}, ...) takes an int or a tuple of ints, got {index!r}")
+            raise TypeError(
+                f"Index({self.key!r}, ...) takes an int or a tuple of ints, got {index!r}"
+            )
         self.index = index_tuple
 
     def __call__(self, output: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
@@ -124,7 +126,9 @@ class Index(Target):
                     f"Index({self.key!r}, {self.index}): index {i} is out of range for "
                     f"per-sample shape {tuple(per_sample)}."
                 )
-        return value[(Ellipsis, *self.index, *([slice(None)] * (len(per_sample) - len(self.index))))]
+        return value[
+            (Ellipsis, *self.index, *([slice(None)] * (len(per_sample) - len(self.index))))
+        ]
 
     def __repr__(self) -> str:
         index = self.index[0] if len(self.index) == 1 else self.index
@@ -175,7 +179,9 @@ class ActionLogProb(Target):
         raise RuntimeError("ActionLogProb must be bound to a module first (Attributed does this).")
 
     def __repr__(self) -> str:
-        return "ActionLogProb()" if self.action_key is None else f"ActionLogProb({self.action_key!r})"
+        return (
+            "ActionLogProb()" if self.action_key is None else f"ActionLogProb({self.action_key!r})"
+        )
 
 
 class _BoundActionLogProb(Target):

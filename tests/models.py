@@ -12,8 +12,13 @@ N_LOGITS = 4
 
 
 def mlp(n_in: int, n_out: int, hidden: int = 32) -> nn.Module:
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden),
-                         nn.Tanh(), nn.Linear(hidden, n_out))
+    return nn.Sequential(
+        nn.Linear(n_in, hidden),
+        nn.Tanh(),
+        nn.Linear(hidden, hidden),
+        nn.Tanh(),
+        nn.Linear(hidden, n_out),
+    )
 
 
 def actor_critic_mlp(seed: int = 0) -> TensorDictSequential:
@@ -29,8 +34,13 @@ class ConvNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3),
-                                  nn.Softplus(), nn.Flatten(-3))
+        self.conv = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3),
+            nn.Softplus(),
+            nn.Flatten(-3),
+        )
         self.policy = nn.Linear(36, 3)
         self.value = nn.Linear(36, 1)
 
@@ -47,3 +57,54 @@ def conv_actor_critic(seed: int = 0) -> TensorDictModule:
 def make_double_pendulum() -> TransformedEnv:
     """Gymnasium's InvertedDoublePendulum-v5 with float32 observations (picklable factory)."""
     return TransformedEnv(GymEnv("InvertedDoublePendulum-v5"), DoubleToFloat())
+
+
+def gaussian_actor(distribution: str = "tanh_normal", seed: int = 0, action_dim: int = 2):
+    """A ProbabilisticActor over ``observation`` with a TanhNormal or a plain Normal."""
+    from tensordict.nn import NormalParamExtractor
+    from torchrl.modules import ProbabilisticActor, TanhNormal
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(mlp(OBS, 2 * action_dim), NormalParamExtractor())
+    dist = {"tanh_normal": TanhNormal, "normal": torch.distributions.Normal}[distribution]
+    return ProbabilisticActor(
+        TensorDictModule(net, ["observation"], ["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=dist,
+        return_log_prob=True,
+    )
+
+
+def categorical_actor(distribution: str = "categorical", seed: int = 0):
+    """A ProbabilisticActor over ``N_LOGITS`` discrete actions (masked: reads ``action_mask``)."""
+    from torchrl.modules import MaskedCategorical, OneHotCategorical, ProbabilisticActor
+
+    torch.manual_seed(seed)
+    net = TensorDictModule(mlp(OBS, N_LOGITS), ["observation"], ["logits"])
+    if distribution == "masked":
+        return ProbabilisticActor(
+            net,
+            in_keys={"logits": "logits", "mask": "action_mask"},
+            distribution_class=MaskedCategorical,
+        )
+    dist = {"categorical": torch.distributions.Categorical, "one_hot": OneHotCategorical}
+    return ProbabilisticActor(net, in_keys=["logits"], distribution_class=dist[distribution])
+
+
+def shared_trunk_actor_critic(seed: int = 0, action_dim: int = 1):
+    """An ActorValueOperator: trunk -> hidden -> (TanhNormal policy, state_value)."""
+    from tensordict.nn import NormalParamExtractor
+    from torchrl.modules import ActorValueOperator, ProbabilisticActor, TanhNormal, ValueOperator
+
+    torch.manual_seed(seed)
+    trunk = TensorDictModule(
+        nn.Sequential(nn.Linear(OBS, 32), nn.Tanh()), ["observation"], ["hidden"]
+    )
+    head = nn.Sequential(nn.Linear(32, 2 * action_dim), NormalParamExtractor())
+    policy = ProbabilisticActor(
+        TensorDictModule(head, ["hidden"], ["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+    )
+    value = ValueOperator(nn.Linear(32, 1), in_keys=["hidden"])
+    return ActorValueOperator(trunk, policy, value)

@@ -39,7 +39,9 @@ class AttributionMethod(ABC):
     #: Keys of the input TensorDict the method reads besides the inputs (baseline keys).
     context_keys: tuple[NestedKey, ...] | list[NestedKey] = ()
 
-    def check(self, inputs: Mapping[NestedKey, torch.Tensor], td: TensorDictBase) -> None:
+    def check(  # noqa: B027 (optional hook, no-op by default)
+        self, inputs: Mapping[NestedKey, torch.Tensor], td: TensorDictBase
+    ) -> None:
         """Validates arguments against the actual inputs, before the module runs."""
 
     @abstractmethod

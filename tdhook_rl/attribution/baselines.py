@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Union
 
 import torch
 from tensordict import NestedKey, TensorDictBase
 
 from tdhook_rl.core.keys import as_key
 
-BaselineSpec = Union[None, float, int, torch.Tensor, str, tuple]
-Baselines = Union[BaselineSpec, Mapping[NestedKey, BaselineSpec]]
+BaselineSpec = None | float | int | torch.Tensor | str | tuple
+Baselines = BaselineSpec | Mapping[NestedKey, BaselineSpec]
 
 
 def _spec_for(baseline: Baselines, key: NestedKey) -> BaselineSpec:
@@ -60,5 +59,5 @@ def resolve_baseline(
         raise ValueError(
             f"baseline for input {key!r} has shape {tuple(spec.shape)}, which does not broadcast "
             f"to the input's shape {tuple(x.shape)}; give one value per feature "
-            f"(shape {tuple(x.shape[td.batch_dims:])}) or the input's full shape."
+            f"(shape {tuple(x.shape[td.batch_dims :])}) or the input's full shape."
         ) from None

@@ -72,8 +72,18 @@ class GradientEngine:
             self.backward,
         )
 
-    def evaluate(self, values: Mapping[NestedKey, torch.Tensor], lead: tuple[int, ...]) -> torch.Tensor:
-        """Target values at ``values`` (each ``(*lead, *batch, *feature)``): ``(n_targets, *lead, *batch)``."""
+    def evaluate(
+        self, values: Mapping[NestedKey, torch.Tensor], lead: tuple[int, ...]
+    ) -> torch.Tensor:
+        """Target values at ``values``.
+
+        Args:
+            values: input entries, each ``(*lead, *batch, *feature)``.
+            lead: the leading dimensions in front of the batch.
+
+        Returns:
+            ``(n_targets, *lead, *batch)``.
+        """
         shape = torch.Size((*lead, *self.batch_shape))
         td = self.context.expand(shape).copy() if lead else self.context.copy()
         for key, value in values.items():
@@ -106,7 +116,10 @@ class GradientEngine:
         n = self.n_targets
         if self.backward == "replicate":
             # (*lead, *batch, *f) -> (n_targets, *lead, *batch, *f): replica t serves target t
-            leaves = [values[k].detach().expand(n, *values[k].shape).clone().requires_grad_() for k in keys]
+            leaves = [
+                values[k].detach().expand(n, *values[k].shape).clone().requires_grad_()
+                for k in keys
+            ]
             outputs = self.evaluate(dict(zip(keys, leaves, strict=True)), (n, *lead))
             # (n_eval, n_rep, ...) -> diagonal: target t evaluated on replica t
             total = outputs.diagonal(dim1=0, dim2=1).sum()
@@ -127,13 +140,19 @@ class GradientEngine:
 
 def _per_sample(name: str, target: Target, value: torch.Tensor, batch: torch.Size) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"target {name!r} ({target!r}) returned {type(value).__name__}, not a tensor")
+        raise TypeError(
+            f"target {name!r} ({target!r}) returned {type(value).__name__}, not a tensor"
+        )
     if value.shape == batch:
         return value
     if value.shape == (*batch, 1):
         return value.squeeze(-1)
     per_sample = tuple(value.shape[len(batch) :]) if value.shape[: len(batch)] == batch else None
-    got = f"per-sample shape {per_sample}" if per_sample is not None else f"shape {tuple(value.shape)}"
+    got = (
+        f"per-sample shape {per_sample}"
+        if per_sample is not None
+        else f"shape {tuple(value.shape)}"
+    )
     raise ValueError(
         f"target {name!r} ({target!r}) must give one scalar per sample (a trailing dimension "
         f"of size 1 is fine), got {got}. {target.hint()}"

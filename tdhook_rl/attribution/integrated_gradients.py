@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from tensordict import NestedKey, TensorDictBase
@@ -62,6 +63,22 @@ class IntegratedGradients(AttributionMethod):
         self.baseline = baseline
         self.chunk_size = chunk_size
         self.context_keys = baseline_keys(baseline)
+        self._rule_cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
+
+    def rule_tensors(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Points and weights on ``like``'s device and dtype, copied there once (no per-call
+        host-to-device copy in the hot path)."""
+        slot = (like.device, like.dtype)
+        if slot not in self._rule_cache:
+            self._rule_cache[slot] = (
+                torch.tensor(self.alphas, dtype=like.dtype, device=like.device),
+                torch.tensor(self.weights, dtype=like.dtype, device=like.device),
+            )
+        alphas, weights = self._rule_cache[slot]
+        return alphas, weights
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_rule_cache": {}}
 
     def check(self, inputs: Mapping[NestedKey, torch.Tensor], td: TensorDictBase) -> None:
         for key, x in inputs.items():
@@ -71,10 +88,10 @@ class IntegratedGradients(AttributionMethod):
         self, engine: GradientEngine, inputs: Mapping[NestedKey, torch.Tensor]
     ) -> AttributionResult:
         batch_dims = len(engine.batch_shape)
-        any_x = next(iter(inputs.values()))
-        alphas = torch.tensor(self.alphas, dtype=any_x.dtype, device=any_x.device)
-        weights = torch.tensor(self.weights, dtype=any_x.dtype, device=any_x.device)
-        baselines = {k: resolve_baseline(self.baseline, k, x, engine.context) for k, x in inputs.items()}
+        alphas, weights = self.rule_tensors(next(iter(inputs.values())))
+        baselines = {
+            k: resolve_baseline(self.baseline, k, x, engine.context) for k, x in inputs.items()
+        }
         diffs = {k: x - baselines[k] for k, x in inputs.items()}
         chunk = self.chunk_size or self.n_steps
         integrals: dict[NestedKey, torch.Tensor] = {}
@@ -82,7 +99,9 @@ class IntegratedGradients(AttributionMethod):
             a = alphas[start : start + chunk]
             w = weights[start : start + chunk]
             # (*batch, *f) -> (c, *batch, *f): the path points of this chunk
-            path = {k: baselines[k] + a.view(-1, *[1] * x.ndim) * diffs[k] for k, x in inputs.items()}
+            path = {
+                k: baselines[k] + a.view(-1, *[1] * x.ndim) * diffs[k] for k, x in inputs.items()
+            }
             grads = engine.gradients(path, lead=(a.numel(),))  # (n_t, c, *batch, *f)
             for k, g in grads.items():
                 part = torch.tensordot(w, g, dims=([0], [1]))  # (n_t, *batch, *f)

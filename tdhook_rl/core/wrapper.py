@@ -29,7 +29,8 @@ class TransparentWrapper(TensorDictModuleBase):
             raise TypeError(
                 f"{type(self).__name__} wraps a TensorDict module (TensorDictModule, "
                 f"ProbabilisticActor, TensorDictSequential, ...), got {type(module).__name__}. "
-                "Wrap a plain nn.Module first: TensorDictModule(net, in_keys=[...], out_keys=[...])."
+                "Wrap a plain nn.Module first: "
+                "TensorDictModule(net, in_keys=[...], out_keys=[...])."
             )
         super().__init__()
         self.__dict__["_wrapped"] = module

@@ -13,6 +13,7 @@ from tensordict.nn import TensorDictModuleBase
 import tdhook_rl as thr
 from tdhook_rl.attribution import InputXGradient, IntegratedGradients, Saliency, SmoothGrad
 from tdhook_rl.targets import Index
+
 from models import N_LOGITS, OBS, actor_critic_mlp, conv_actor_critic
 
 ATOL = 1e-5
@@ -96,29 +97,34 @@ def test_matches_captum(case, method, captum_method, kwargs, batch_shape):
     torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL)
 
 
-@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_left", "riemann_right",
-                                  "riemann_middle", "riemann_trapezoid"])
+@pytest.mark.parametrize(
+    "rule",
+    ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"],
+)
 def test_ig_rules_and_delta_match_captum(rule):
     module, key, feat, targets, forward = mlp_case()
     x = torch.randn(6, *feat)
     out, got = ours(module, IntegratedGradients(n_steps=10, rule=rule), key, targets, x, (6,))
     explainer = CIntegratedGradients(forward)
     for t, name in enumerate(targets):
-        want, delta = explainer.attribute(x, target=t, n_steps=10, method=rule,
-                                          return_convergence_delta=True)
+        want, delta = explainer.attribute(
+            x, target=t, n_steps=10, method=rule, return_convergence_delta=True
+        )
         scale = captum_trapezoid_correction({"n_steps": 10, "method": rule})
         torch.testing.assert_close(got[t], scale * want, atol=ATOL, rtol=RTOL)
         if scale != 1.0:  # captum's delta belongs to its own (scaled) attributions
             delta = delta + (scale - 1.0) * want.sum(-1)
-        torch.testing.assert_close(out["attribution", name, "completeness_delta"], delta,
-                                   atol=ATOL, rtol=RTOL)
+        torch.testing.assert_close(
+            out["attribution", name, "completeness_delta"], delta, atol=ATOL, rtol=RTOL
+        )
 
 
 def test_ig_baseline_from_key_matches_captum():
     module, key, feat, targets, forward = mlp_case()
     x, b = torch.randn(7, *feat), torch.randn(7, *feat)
-    explained = thr.Attributed(module, IntegratedGradients(n_steps=12, baseline="reference"),
-                               inputs=[key], targets=targets)
+    explained = thr.Attributed(
+        module, IntegratedGradients(n_steps=12, baseline="reference"), inputs=[key], targets=targets
+    )
     out = explained(TensorDict({key: x, "reference": b}, batch_size=[7]))
     explainer = CIntegratedGradients(forward)
     for t, name in enumerate(targets):
@@ -136,11 +142,14 @@ def test_smoothgrad_matches_captum_inner_on_same_noise(inner):
         method, cls, kwargs = Saliency(abs=False), CSaliency, {"abs": False}
     else:
         method, cls, kwargs = IntegratedGradients(n_steps=8), CIntegratedGradients, {"n_steps": 8}
-    _, got = ours(module, SmoothGrad(method, n_samples=n, stdev=stdev, seed=seed), key,
-                  targets, x, (4,))
+    _, got = ours(
+        module, SmoothGrad(method, n_samples=n, stdev=stdev, seed=seed), key, targets, x, (4,)
+    )
     noise = torch.randn((n, *x.shape), generator=torch.Generator().manual_seed(seed))
-    per_sample = [captum_per_target(cls, forward, x + stdev * noise[s], len(targets), **kwargs)
-                  for s in range(n)]
+    per_sample = [
+        captum_per_target(cls, forward, x + stdev * noise[s], len(targets), **kwargs)
+        for s in range(n)
+    ]
     want = torch.stack(per_sample).mean(0)
     torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL)
 
@@ -149,6 +158,12 @@ def test_smoothgrad_zero_noise_is_inner_method():
     module, key, _, targets, _ = mlp_case()
     x = torch.randn(3, OBS)
     _, plain = ours(module, IntegratedGradients(n_steps=8), key, targets, x, (3,))
-    _, smooth = ours(module, SmoothGrad(IntegratedGradients(n_steps=8), n_samples=3, stdev=0.0),
-                     key, targets, x, (3,))
+    _, smooth = ours(
+        module,
+        SmoothGrad(IntegratedGradients(n_steps=8), n_samples=3, stdev=0.0),
+        key,
+        targets,
+        x,
+        (3,),
+    )
     torch.testing.assert_close(smooth, plain, atol=1e-6, rtol=1e-5)
