@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tensordict import NestedKey, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
-from tdhook_rl.attribution import AttributionMethod, resolve_method
-from tdhook_rl.attribution.engine import BACKWARDS, Backward, GradientEngine
+from tdhook_rl.attribution import AttributionMethod, AttributionResult, resolve_method
+from tdhook_rl.attribution.engine import (
+    STRATEGIES,
+    GradientEngine,
+    Strategy,
+    forward_mode_unsupported,
+)
 from tdhook_rl.core.grad_mode import gradients_enabled, inside_functional_transform
 from tdhook_rl.core.keys import as_key, key_tuple
 from tdhook_rl.core.wrapper import TransparentWrapper
@@ -45,8 +51,12 @@ class Attributed(TransparentWrapper):
             (``"state_value"``), :class:`~tdhook_rl.targets.Index`,
             :class:`~tdhook_rl.targets.ActionLogProb` or a callable ``td -> Tensor``.
         out_key: the root key of the results.
-        backward: ``"vmap"`` (default) or ``"replicate"``; see
-            :class:`~tdhook_rl.attribution.GradientEngine`.
+        strategy: how the per-target gradients are batched: ``"reverse"`` (one backward over
+            one-hot cotangents), ``"forward"`` (forward-mode AD over one-hot tangents, cheaper
+            when the inputs have fewer features than there are targets), ``"replicate"``, or
+            ``"auto"`` (default): forward mode when the inputs have fewer features than there
+            are targets and the module supports it (checked on the first call, with a
+            fallback to reverse mode), else reverse mode.
 
     Examples:
         >>> import torch
@@ -75,7 +85,7 @@ class Attributed(TransparentWrapper):
         inputs: Sequence[NestedKey] | NestedKey,
         targets: Mapping[str, Any] | Any,
         out_key: NestedKey = "attribution",
-        backward: Backward = "vmap",
+        strategy: Strategy | Literal["auto"] = "auto",
     ) -> None:
         super().__init__(module)
         self.method = resolve_method(method)
@@ -94,9 +104,10 @@ class Attributed(TransparentWrapper):
         self.targets: dict[str, Target] = {
             name: target.bind(module) for name, target in as_targets(targets).items()
         }
-        if backward not in BACKWARDS:
-            raise ValueError(f"backward must be one of {list(BACKWARDS)}, got {backward!r}")
-        self.backward = backward
+        if strategy not in (*STRATEGIES, "auto"):
+            raise ValueError(f"strategy must be one of {[*STRATEGIES, 'auto']}, got {strategy!r}")
+        self.strategy = strategy
+        self._forward_ok: bool | None = None  # "auto": does the module support forward mode?
         self.out_key = as_key(out_key, "out_key")
         if any(key_tuple(k)[-1] == DELTA_KEY for k in self.inputs):
             raise ValueError(f"an input key may not end with {DELTA_KEY!r} (reserved for results)")
@@ -150,11 +161,9 @@ class Attributed(TransparentWrapper):
                 self.targets,
                 context.detach().clone(),
                 out.select(*reference_keys, strict=False).detach().clone(),
-                self.backward,
             )
-            result = self.method.attribute(
-                engine, {k: v.detach().clone() for k, v in inputs.items()}
-            )
+            values = {k: v.detach().clone() for k, v in inputs.items()}
+            result = self._attribute(engine, values, tensordict.batch_dims)
         root = key_tuple(self.out_key)
         for i, name in enumerate(self.targets):
             for key, value in result.attributions.items():
@@ -162,6 +171,41 @@ class Attributed(TransparentWrapper):
             if result.delta is not None:
                 out.set((*root, name, DELTA_KEY), result.delta[i].detach())
         return out
+
+    def _choose_strategy(self, inputs: Mapping[NestedKey, torch.Tensor], batch_dims: int) -> str:
+        if self.strategy != "auto":
+            return self.strategy
+        n_features = sum(math.prod(v.shape[batch_dims:]) for v in inputs.values())
+        if n_features < len(self.targets) and self._forward_ok is not False:
+            return "forward"
+        return "reverse"
+
+    def _attribute(
+        self, engine: GradientEngine, inputs: dict[NestedKey, torch.Tensor], batch_dims: int
+    ) -> AttributionResult:
+        engine.strategy = self._choose_strategy(inputs, batch_dims)
+        if engine.strategy != "forward" or self._forward_ok:
+            return self.method.attribute(engine, inputs)
+        if self.strategy == "forward":
+            try:
+                return self.method.attribute(engine, inputs)
+            except (NotImplementedError, RuntimeError) as err:
+                if not forward_mode_unsupported(err):
+                    raise
+                raise RuntimeError(
+                    f"strategy='forward' needs forward-mode AD through the whole module, which "
+                    f"failed here: {err}. Use strategy='reverse' (or 'auto', which falls back)."
+                ) from err
+        try:  # "auto" trying forward mode for the first time
+            result = self.method.attribute(engine, inputs)
+        except (NotImplementedError, RuntimeError) as err:
+            if not forward_mode_unsupported(err):
+                raise
+            self._forward_ok = False
+            engine.strategy = "reverse"
+            return self.method.attribute(engine, inputs)
+        self._forward_ok = True
+        return result
 
     def _extra_repr_items(self) -> dict[str, Any]:
         return {"method": self.method, "inputs": self.inputs, "targets": self.targets}

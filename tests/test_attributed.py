@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 
 import pytest
@@ -60,11 +61,73 @@ def test_equals_a_loop_over_targets(batch_shape):
         )
 
 
-def test_replicate_backward_equals_vmap_backward():
-    td = TensorDict(observation=torch.randn(7, OBS), batch_size=[7])
-    a = explained_ac()(td.clone())["attribution"]
-    b = explained_ac(backward="replicate")(td.clone())["attribution"]
-    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+def _negated_logit(i: int, td: TensorDict) -> torch.Tensor:
+    return -2 * td["logits"][..., i]
+
+
+NINE = (
+    {f"logit{i}": Index("logits", i) for i in range(N_LOGITS)}
+    | {f"neg{i}": functools.partial(_negated_logit, i) for i in range(N_LOGITS)}
+    | {"value": "state_value"}
+)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        Saliency(abs=False),
+        InputXGradient(),
+        IntegratedGradients(n_steps=6, chunk_size=4),
+        SmoothGrad(IntegratedGradients(n_steps=4), n_samples=2),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("targets", [AC_TARGETS, NINE], ids=["5-targets", "9-targets"])
+def test_strategies_agree(method, targets, batch_shape):
+    """Reverse mode, forward mode and replication give the same attributions."""
+    td = TensorDict(observation=torch.randn(*batch_shape, OBS), batch_size=batch_shape)
+    results = {}
+    for strategy in ("reverse", "forward", "replicate", "auto"):
+        explained = thr.Attributed(
+            actor_critic_mlp(), method, inputs=["observation"], targets=targets, strategy=strategy
+        )
+        if isinstance(method, SmoothGrad):
+            method._generators.clear()  # same noise for every strategy
+        results[strategy] = explained(td.clone())["attribution"]
+    for strategy in ("forward", "replicate", "auto"):
+        torch.testing.assert_close(results[strategy], results["reverse"], atol=1e-5, rtol=1e-4)
+
+
+def test_auto_uses_forward_mode_when_there_are_fewer_features_than_targets():
+    explained = thr.Attributed(
+        actor_critic_mlp(),
+        "saliency",
+        inputs=["observation"],
+        targets=NINE | {f"x{i}": Index("logits", i) for i in range(4)},
+    )
+    explained(TensorDict(observation=torch.randn(3, OBS), batch_size=[3]))
+    assert explained._forward_ok is True
+
+
+def test_auto_falls_back_when_forward_mode_is_unsupported():
+    """TanhNormal's safe tanh is a custom autograd.Function without a jvp."""
+    targets = {"policy": ActionLogProb()} | {f"x{i}": Index("loc", 0) for i in range(9)}
+    td = TensorDict(observation=torch.randn(4, OBS), batch_size=[4])
+    auto = thr.Attributed(gaussian_actor(), "saliency", inputs=["observation"], targets=targets)
+    torch.manual_seed(0)
+    got = auto(td.clone())
+    assert auto._forward_ok is False
+    reverse = thr.Attributed(
+        gaussian_actor(), "saliency", inputs=["observation"], targets=targets, strategy="reverse"
+    )
+    torch.manual_seed(0)
+    want = reverse(td.clone())
+    torch.testing.assert_close(got["attribution"], want["attribution"])
+    forward = thr.Attributed(
+        gaussian_actor(), "saliency", inputs=["observation"], targets=targets, strategy="forward"
+    )
+    with pytest.raises(RuntimeError, match=r"strategy='forward' needs forward-mode AD"):
+        forward(td.clone())
 
 
 def test_chunked_ig_equals_unchunked():

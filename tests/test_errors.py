@@ -116,8 +116,8 @@ def test_empty_or_bad_targets_and_inputs():
         attributed(targets={1: "state_value"})
     with pytest.raises(ValueError, match="inputs is empty"):
         attributed(inputs=[])
-    with pytest.raises(ValueError, match="backward must be one of"):
-        attributed(backward="forward")
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        attributed(strategy="vmap")
 
 
 def test_wrapping_a_plain_module_says_how():
