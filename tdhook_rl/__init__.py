@@ -11,7 +11,17 @@ Examples:
 
 from tdhook_rl import attribution, targets
 from tdhook_rl.attributed import Attributed
+from tdhook_rl.core.sites import KeySite, ModuleSite
+from tdhook_rl.latent.recorded import Recorded
 
 __version__ = "0.1.0"
 
-__all__ = ["Attributed", "__version__", "attribution", "targets"]
+__all__ = [
+    "Attributed",
+    "KeySite",
+    "ModuleSite",
+    "Recorded",
+    "__version__",
+    "attribution",
+    "targets",
+]

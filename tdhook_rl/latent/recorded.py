@@ -1,0 +1,141 @@
+"""``Recorded``: a drop-in TorchRL wrapper that writes activations into the rollout."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from tensordict import NestedKey, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import nn
+
+from tdhook_rl.core.grad_mode import inside_functional_transform
+from tdhook_rl.core.hooks import temporary_hooks
+from tdhook_rl.core.keys import as_key, key_tuple
+from tdhook_rl.core.sites import KeySite, ModuleSite, Site, resolve_site
+from tdhook_rl.core.wrapper import TransparentWrapper
+
+SiteSpec = str | tuple | ModuleSite | KeySite
+
+
+class Recorded(TransparentWrapper):
+    """Runs a TensorDict module unchanged and writes the activation of each site.
+
+    Each site's activation is written, detached, under ``(out_key, name)``; its leading
+    dimensions are the TensorDict's batch dimensions, so a rollout holds ``[T, *batch, *f]``.
+    Hooks exist only during the call and are removed afterwards, also on exceptions; nothing
+    is written onto the module. When a hooked submodule runs several times in one call (a
+    shared trunk called by two heads), the first call is recorded.
+
+    Args:
+        module: any TensorDict module.
+        sites: ``{name: site}`` or a list of sites (each named by its spelling). A site is a
+            submodule path as ``named_modules()`` spells it (its output; use
+            ``ModuleSite(path, io="input")`` for its input), or a key written inside a
+            ``TensorDictSequential`` (``KeySite(key)`` or the key itself).
+        out_key: the root key of the recorded activations.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import TensorDictModule
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        >>> policy = TensorDictModule(net, ["observation"], ["action"])
+        >>> recorded = Recorded(policy, {"hidden": "module.1"})
+        >>> td = recorded(TensorDict(observation=torch.randn(5, 4), batch_size=[5]))
+        >>> td["activations", "hidden"].shape
+        torch.Size([5, 8])
+    """
+
+    def __init__(
+        self,
+        module: TensorDictModuleBase,
+        sites: Mapping[str, SiteSpec] | Sequence[SiteSpec],
+        *,
+        out_key: NestedKey = "activations",
+    ) -> None:
+        super().__init__(module)
+        if not isinstance(sites, Mapping):
+            sites = {_site_name(s): s for s in sites}
+        if not sites:
+            raise ValueError("sites is empty: name at least one, e.g. {'hidden': 'module.0'}")
+        self.sites: dict[str, Site] = {}
+        for name, spec in sites.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"site names must be non-empty strings, got {name!r}")
+            self.sites[name] = resolve_site(module, spec)
+        self.out_key = as_key(out_key, "out_key")
+        self.in_keys = list(module.in_keys)
+        root = key_tuple(self.out_key)
+        self.out_keys = list(module.out_keys) + [(*root, name) for name in self.sites]
+
+    def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
+        if inside_functional_transform():
+            return self.wrapped(tensordict, *args, **kwargs)
+        captured: dict[str, Any] = {}
+        forward_hooks, pre_hooks = [], []
+        for name, site in self.sites.items():
+            if isinstance(site, ModuleSite):
+                target = self.wrapped.get_submodule(site.path)
+                if site.io == "output":
+                    forward_hooks.append((target, _capture_output(captured, name)))
+                else:
+                    pre_hooks.append((target, _capture_input(captured, name)))
+        with temporary_hooks(forward_hooks, pre_hooks):
+            out = self.wrapped(tensordict, *args, **kwargs)
+        root = key_tuple(self.out_key)
+        for name, site in self.sites.items():
+            value = out.get(site.key, None) if isinstance(site, KeySite) else captured.get(name)
+            out.set((*root, name), _checked(name, site, value, out.batch_size).detach())
+        return out
+
+    def _extra_repr_items(self) -> dict[str, Any]:
+        return {"sites": self.sites}
+
+
+def _site_name(spec: SiteSpec) -> str:
+    if isinstance(spec, ModuleSite):
+        return spec.path if spec.io == "output" else f"{spec.path}:input"
+    if isinstance(spec, KeySite):
+        spec = spec.key
+    return spec if isinstance(spec, str) else ".".join(spec)
+
+
+def _capture_output(store: dict[str, Any], name: str):
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        store.setdefault(name, output)
+
+    return hook
+
+
+def _capture_input(store: dict[str, Any], name: str):
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        store.setdefault(name, args[0] if args else None)
+
+    return hook
+
+
+def _checked(name: str, site: Site, value: Any, batch: torch.Size) -> torch.Tensor:
+    if value is None:
+        where = f"key {site.key!r}" if isinstance(site, KeySite) else f"submodule {site.path!r}"
+        raise RuntimeError(
+            f"site {name!r} ({where}) produced nothing in this call: the module did not run "
+            "it, or dropped the key (e.g. selected_out_keys)."
+        )
+    if isinstance(value, TensorDictBase):
+        raise TypeError(
+            f"site {name!r} is a TensorDict module; record one of the keys it writes, or the "
+            f"network inside it (its path + '.module')."
+        )
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"site {name!r} gives a {type(value).__name__}, not a tensor; choose a submodule "
+            "that outputs one tensor."
+        )
+    if value.shape[: len(batch)] != batch:
+        raise ValueError(
+            f"site {name!r} gives shape {tuple(value.shape)}, whose leading dimensions are not "
+            f"the batch {tuple(batch)}; record a site before the batch is reshaped."
+        )
+    return value
