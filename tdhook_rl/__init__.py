@@ -9,19 +9,25 @@ Examples:
     >>> from tdhook_rl.targets import ActionLogProb
 """
 
-from tdhook_rl import attribution, targets
+from tdhook_rl import attribution, interventions, targets
 from tdhook_rl.attributed import Attributed
 from tdhook_rl.core.sites import KeySite, ModuleSite
+from tdhook_rl.latent.intervened import Intervened, get, intervene, set
 from tdhook_rl.latent.recorded import Recorded
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attributed",
+    "Intervened",
     "KeySite",
     "ModuleSite",
     "Recorded",
     "__version__",
     "attribution",
+    "get",
+    "intervene",
+    "interventions",
+    "set",
     "targets",
 ]
