@@ -9,10 +9,11 @@ Examples:
     >>> from tdhook_rl.targets import ActionLogProb
 """
 
-from tdhook_rl import attribution, interventions, targets
+from tdhook_rl import attribution, evaluate, interventions, targets
 from tdhook_rl.attributed import Attributed
 from tdhook_rl.core.sites import KeySite, ModuleSite
 from tdhook_rl.latent.intervened import Intervened, get, intervene, set
+from tdhook_rl.latent.patching import activation_patching
 from tdhook_rl.latent.recorded import Recorded
 
 __version__ = "0.1.0"
@@ -24,7 +25,9 @@ __all__ = [
     "ModuleSite",
     "Recorded",
     "__version__",
+    "activation_patching",
     "attribution",
+    "evaluate",
     "get",
     "intervene",
     "interventions",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import torch
+from tensordict import TensorDict
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
-from torchrl.envs import DoubleToFloat, GymEnv, TransformedEnv
+from torchrl.data import Bounded, Composite, Unbounded
+from torchrl.envs import DoubleToFloat, EnvBase, GymEnv, TransformedEnv
 
 OBS = 9
 N_LOGITS = 4
@@ -108,3 +110,55 @@ def shared_trunk_actor_critic(seed: int = 0, action_dim: int = 1):
     )
     value = ValueOperator(nn.Linear(32, 1), in_keys=["hidden"])
     return ActorValueOperator(trunk, policy, value)
+
+
+class PointMassEnv(EnvBase):
+    """A batched pure-torch toy task: push a point mass toward 0; done when |x| > 2.
+
+    Observation ``[x, v]`` (padded to ``OBS`` features so the shared networks fit), action in
+    ``[-1, 1]``, reward ``1 - x^2``. Resets draw ``x ~ U(-1, 1)`` from the env's generator.
+    """
+
+    def __init__(self, batch_size=(), device="cpu"):
+        super().__init__(batch_size=torch.Size(batch_size), device=device)
+        self.observation_spec = Composite(
+            observation=Unbounded((*self.batch_size, OBS)), shape=self.batch_size
+        )
+        self.action_spec = Bounded(-1.0, 1.0, (*self.batch_size, 1))
+        self.reward_spec = Unbounded((*self.batch_size, 1))
+        self.generator = torch.Generator()
+
+    def _obs(self, x, v):
+        pad = torch.zeros(*self.batch_size, OBS - 2)
+        return torch.cat([x, v, pad], -1)
+
+    def _reset(self, td):
+        x = torch.rand((*self.batch_size, 1), generator=self.generator) * 2 - 1
+        if td is not None and "_reset" in td.keys() and hasattr(self, "_x"):
+            reset = td["_reset"].reshape(*self.batch_size, 1)
+            self._x = torch.where(reset, x, self._x)
+            self._v = torch.where(reset, torch.zeros_like(x), self._v)
+        else:
+            self._x, self._v = x, torch.zeros_like(x)
+        done = torch.zeros((*self.batch_size, 1), dtype=torch.bool)
+        return TensorDict(
+            observation=self._obs(self._x, self._v),
+            done=done,
+            terminated=done.clone(),
+            batch_size=self.batch_size,
+        )
+
+    def _step(self, td):
+        self._v = 0.9 * self._v + 0.1 * td["action"].clamp(-1, 1)
+        self._x = self._x + self._v
+        done = self._x.abs() > 2
+        return TensorDict(
+            observation=self._obs(self._x, self._v),
+            reward=1 - self._x**2,
+            done=done,
+            terminated=done.clone(),
+            batch_size=self.batch_size,
+        )
+
+    def _set_seed(self, seed):
+        self.generator.manual_seed(int(seed))
