@@ -98,3 +98,32 @@ def test_multi_sync_collector_two_workers():
     batch = batches[-1].reshape(-1)
     assert batch["attribution", "policy", "observation"].shape == (batch.numel(), OBS)
     captum_check(shared_trunk_actor_critic(), batch[:16])
+
+
+def test_loss_module_and_gae_accept_the_wrapper():
+    """ClipPPOLoss takes wrapped actor and critic; GAE (critic under vmap) is left alone."""
+    from torchrl.modules import ValueOperator
+    from torchrl.objectives import ClipPPOLoss
+    from torchrl.objectives.value import GAE
+
+    from models import gaussian_actor
+
+    actor = gaussian_actor(action_dim=1)
+    critic = ValueOperator(
+        torch.nn.Sequential(torch.nn.Linear(OBS, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)),
+        in_keys=["observation"],
+    )
+    policy = thr.Attributed(
+        actor, "saliency", inputs=["observation"], targets={"policy": ActionLogProb()}
+    )
+    value = thr.Attributed(critic, "ig", inputs=["observation"], targets={"value": "state_value"})
+    env = make_double_pendulum()
+    with torch.no_grad():
+        data = env.rollout(20, policy)
+    env.close()
+    GAE(gamma=0.99, lmbda=0.95, value_network=value)(data)
+    assert data["advantage"].shape == data["next", "reward"].shape
+    losses = ClipPPOLoss(policy, value)(data)
+    (losses["loss_objective"] + losses["loss_critic"]).backward()
+    assert all(p.grad is not None for p in actor.parameters())
+    assert all(p.grad is not None for p in critic.parameters())
