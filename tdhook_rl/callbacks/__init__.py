@@ -1,0 +1,5 @@
+"""Evaluation callbacks for TorchRL trainers and plain training loops."""
+
+from tdhook_rl.callbacks.evaluation import InterpretabilityCallback
+
+__all__ = ["InterpretabilityCallback"]
