@@ -9,7 +9,7 @@ Examples:
     >>> from tdhook_rl.targets import ActionLogProb
 """
 
-from tdhook_rl import attribution, evaluate, interventions, targets
+from tdhook_rl import attribution, evaluate, interventions, probes, targets
 from tdhook_rl.attributed import Attributed
 from tdhook_rl.core.sites import KeySite, ModuleSite
 from tdhook_rl.latent.intervened import Intervened, get, intervene, set
@@ -31,6 +31,7 @@ __all__ = [
     "get",
     "intervene",
     "interventions",
+    "probes",
     "set",
     "targets",
 ]
