@@ -35,16 +35,22 @@ def probe_scores(
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(sites)), 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    floor = -0.5  # very negative held-out scores (worse than the mean) are drawn at the floor
+
+    def clipped(values: list[float]) -> list[float]:
+        return [max(v, floor) if v == v else v for v in values]
+
     for i, label in enumerate(labels):
         color = colors[i % len(colors)]
-        ys = [table.get((s, label), {}).get(score, float("nan")) for s in sites]
+        ys = clipped([table.get((s, label), {}).get(score, float("nan")) for s in sites])
         ax.plot(range(len(sites)), ys, marker="o", color=color, label=label)
         if control is not None and any(control in table.get((s, label), {}) for s in sites):
-            cs = [table.get((s, label), {}).get(control, float("nan")) for s in sites]
+            cs = clipped([table.get((s, label), {}).get(control, float("nan")) for s in sites])
             ax.plot(range(len(sites)), cs, ls="--", marker="x", color=color, alpha=0.6)
     ax.set_xticks(range(len(sites)), sites, rotation=20, ha="right")
     ax.set_xlabel("layer")
-    ax.set_ylabel(f"held-out {score}")
+    ax.set_ylabel(f"held-out {score} (floor {floor})")
+    ax.set_ylim(floor - 0.05, 1.05)
     ax.axhline(0, color="grey", lw=0.8)
     ax.legend(title="label (dashed: random network)", fontsize=9)
     ax.set_title(title or "What the hidden layers encode")
