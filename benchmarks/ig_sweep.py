@@ -8,40 +8,61 @@ The actor-critic of ``multi_target_ig`` with a policy head sized to the number o
 
 from __future__ import annotations
 
+import itertools
+import math
+
 from benchmarks.harness import BenchmarkResult, CaseResult, RunConfig
 from benchmarks.ig_contestants import TOLERANCE, run_ig_case
 from benchmarks.models import actor_critic, observations
 
 NAME = "ig_sweep"
-CONTESTANTS = ("captum", "tdhook", "floor", "tdhook_rl")
+CONTESTANTS = ("captum", "tdhook", "tdhook-loop", "floor", "tdhook_rl")
 BATCH = 64
 HIDDEN = 256
 N_STEPS = 50
 RULE = "gausslegendre"
 TARGETS = (1, 2, 17, 64)
 OBS_SHAPES: tuple[tuple[int, ...], ...] = ((9,), (256,), (8, 8, 12))
-QUICK_TARGETS = (1, 17, 64)
-QUICK_OBS_SHAPES: tuple[tuple[int, ...], ...] = ((9,), (8, 8, 12))
+FULL_CASES = list(itertools.product(OBS_SHAPES, TARGETS))
+QUICK_CASES: list[tuple[tuple[int, ...], int]] = [
+    ((9,), 1),
+    ((9,), 17),
+    ((9,), 64),
+    ((8, 8, 12), 17),
+]
+
+
+def _label(shape: tuple[int, ...], n_targets: int) -> str:
+    return f"T={n_targets}, obs={'x'.join(map(str, shape))}"
 
 
 def run(config: RunConfig) -> BenchmarkResult:
-    """Run the sweep; ``config.quick`` uses a reduced grid and fewer repeats."""
-    if config.quick:
-        targets, shapes, warmup, repeats = QUICK_TARGETS, QUICK_OBS_SHAPES, 1, 3
-    else:
-        targets, shapes, warmup, repeats = TARGETS, OBS_SHAPES, 1, 7
+    """Run the sweep; ``config.quick``: 4 of the 12 cases, fewer repeats, no tdhook-loop."""
+    cases_to_run, warmup, repeats = (QUICK_CASES, 0, 3) if config.quick else (FULL_CASES, 1, 5)
     cases: list[CaseResult] = []
-    for shape in shapes:
+    for shape, n_targets in cases_to_run:
         obs = observations(BATCH, shape, seed=config.seed + 1, device=config.device)
-        for n_targets in targets:
-            n_logits = max(n_targets - 1, 1)
-            net = actor_critic(shape, n_logits, HIDDEN, seed=config.seed, device=config.device)
-            # columns of cat(logits, value): the first n - 1 logits, then the value
-            columns = [*range(n_targets - 1), n_logits]
-            label = f"T={n_targets}, obs={'x'.join(map(str, shape))}"
-            cases.append(
-                run_ig_case(label, net, obs, columns, CONTESTANTS, N_STEPS, RULE, warmup, repeats)
+        n_logits = max(n_targets - 1, 1)
+        net = actor_critic(shape, n_logits, HIDDEN, seed=config.seed, device=config.device)
+        # columns of cat(logits, value): the first n - 1 logits, then the value
+        columns = [*range(n_targets - 1), n_logits]
+        # --quick leaves tdhook-loop to multi_target_ig, which always runs it
+        contestants = tuple(c for c in CONTESTANTS if not (config.quick and c == "tdhook-loop"))
+        if math.prod(shape) < n_targets:  # forward mode is the cheaper floor there
+            contestants = (*contestants[:-1], "floor-jvp", contestants[-1])
+        cases.append(
+            run_ig_case(
+                _label(shape, n_targets),
+                net,
+                obs,
+                columns,
+                contestants,
+                N_STEPS,
+                RULE,
+                warmup,
+                repeats,
             )
+        )
     return BenchmarkResult(
         name=NAME,
         title="Integrated-gradients sweep: targets x observation size",
@@ -52,17 +73,21 @@ def run(config: RunConfig) -> BenchmarkResult:
         ),
         settings={
             "batch": BATCH,
-            "targets": targets,
-            "obs_shapes": ["x".join(map(str, s)) for s in shapes],
+            "cases": [_label(shape, n) for shape, n in cases_to_run],
             "trunk": f"[Flatten]-Linear(obs,{HIDDEN})-Tanh-Linear({HIDDEN},{HIDDEN})-Tanh",
             "n_steps": N_STEPS,
             "rule": RULE,
             "baseline": 0.0,
-            "warmup": warmup,
+            "extra warmup": warmup,
             "repeats": repeats,
         },
         reference="captum",
+        focus="tdhook_rl",
         tolerance=TOLERANCE,
         cases=cases,
-        notes=["Contestants are built as in `multi_target_ig` (see its notes)."],
+        notes=[
+            "Contestants are built as in `multi_target_ig` (see its notes). `floor-jvp` runs"
+            " only where the observation has fewer features than there are targets; elsewhere"
+            " reverse mode (`floor`) is the cheaper floor.",
+        ],
     )

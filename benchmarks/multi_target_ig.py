@@ -23,7 +23,7 @@ RULE = "gausslegendre"
 
 def run(config: RunConfig) -> BenchmarkResult:
     """Run the benchmark; ``config.quick`` only lowers the number of repeats."""
-    warmup, repeats = (1, 5) if config.quick else (3, 15)
+    warmup, repeats = (0, 5) if config.quick else (2, 15)
     net = actor_critic(OBS_SHAPE, N_LOGITS, HIDDEN, seed=config.seed, device=config.device)
     obs = observations(BATCH, OBS_SHAPE, seed=config.seed + 1, device=config.device)
     columns = list(range(N_LOGITS + 1))
@@ -44,10 +44,11 @@ def run(config: RunConfig) -> BenchmarkResult:
             "n_steps": N_STEPS,
             "rule": RULE,
             "baseline": 0.0,
-            "warmup": warmup,
+            "extra warmup": warmup,
             "repeats": repeats,
         },
         reference="captum",
+        focus="tdhook_rl",
         tolerance=TOLERANCE,
         cases=[case],
         notes=list(CONTESTANT_NOTES),
