@@ -123,6 +123,7 @@ def _explain(args: argparse.Namespace) -> int:
         envs=args.envs,
         episodes=args.episodes,
         groups=args.groups,
+        ablation_steps=args.ablation_steps,
         seed=args.seed,
         device=args.device,
         probes=not args.no_probes,

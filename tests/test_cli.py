@@ -47,6 +47,8 @@ def test_explain_default_agent_on_a_reduced_budget(tmp_path, capsys):
         assert 0 <= summary[f"{head}_max_abs_completeness_delta"] < 1  # 4 IG steps only
     assert {r["label"] for r in summary["probes"]} >= {"hinge1_angle", "tip_height"}
     assert len(summary["ablations"]) == 2  # one group per actor hidden layer
+    # --ablation-steps 15 caps the paired episodes: at most 15 rewards of about 10
+    assert all(0 < a["clean"] <= 15 * 10 for a in summary["ablations"])
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4
     line = capsys.readouterr().out.strip().splitlines()[-1]

@@ -230,6 +230,7 @@ def _ablation_section(report, agent, sites, names, summary, opts, progress, plot
             {_actor_path(site): Ablate(units=units)},
             episodes=opts.episodes,
             seed=opts.seed,
+            max_steps=opts.ablation_steps,
         )
         effects[label] = effect
         s = effect.summary["returns"]
