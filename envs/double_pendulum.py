@@ -125,6 +125,13 @@ def _make_gym_env(simulator_state: bool, **gym_kwargs: Any) -> gym.Env:
     return SimulatorState(env) if simulator_state else env
 
 
+def observation_norm_transforms(obs_norm: Mapping[str, Any], device: torch.device | str) -> list:
+    """The transforms that standardize ``"observation"`` with an agent's ``obs_norm`` (a copy
+    to ``"raw_observation"``, ``ObservationNorm``, an optional clip); also for other envs of
+    the task, e.g. ``TransformedEnv(InvertedDoublePendulumEnv(...), Compose(*transforms))``."""
+    return _norm_transforms(obs_norm, torch.device(device))
+
+
 def _norm_transforms(obs_norm: Mapping[str, Any], device: torch.device) -> list:
     missing = {"loc", "scale"} - set(obs_norm)
     if missing:
