@@ -46,6 +46,8 @@ from tensordict import TensorDictBase
 from torchrl.data.tensor_specs import Composite, Unbounded
 from torchrl.envs.custom.mujoco import MujocoEnv
 
+from tdhook_rl.envs.double_pendulum import FEATURE_NAMES
+
 __all__ = [
     "FEATURE_NAMES",
     "XML_PATH",
@@ -56,18 +58,7 @@ __all__ = [
 #: Gymnasium's ``inverted_double_pendulum.xml`` (copied unchanged, with its MIT notice).
 XML_PATH: Path = Path(__file__).resolve().parent / "assets" / "inverted_double_pendulum.xml"
 
-#: The 9 entries of ``"observation"`` in Gymnasium v5's order (as in ``double_pendulum``).
-FEATURE_NAMES: tuple[str, ...] = (
-    "cart_position",
-    "sin_hinge1",
-    "sin_hinge2",
-    "cos_hinge1",
-    "cos_hinge2",
-    "cart_velocity",
-    "hinge1_velocity",
-    "hinge2_velocity",
-    "cart_constraint_force",
-)
+#: The 9 entries of ``"observation"`` in Gymnasium v5's order (shared with ``double_pendulum``).
 
 _PATCH_FLAG = "_tdhook_rl_eager_vmap_while_loop"
 
