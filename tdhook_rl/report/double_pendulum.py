@@ -4,6 +4,7 @@ layer for the physical state, and an ablation sweep, written as a report folder.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,9 +182,12 @@ def _probe_section(report, rollout, module, names, summary, opts, probe_scores) 
         "Ridge probes from each hidden layer to the simulator state, scored by R^2 on held-out "
         "episodes; dashed: the same probes on a randomly initialized copy of the network.",
     )
-    control_net = Recorded(
-        randomized_copy(module, seed=opts.seed), {n: s for s, n in names.items()}
-    )
+    with warnings.catch_warnings():
+        # the policy's state-independent scale is a bare parameter: it keeps its value
+        warnings.filterwarnings("ignore", message="randomized_copy: no reset_parameters")
+        control_net = Recorded(
+            randomized_copy(module, seed=opts.seed), {n: s for s, n in names.items()}
+        )
     with torch.no_grad():
         control = control_net(rollout.exclude("activations").clone())
     results = fit_probes(
