@@ -187,12 +187,13 @@ def make_agent(
     return ActorValueOperator(trunk, policy, value).to(device)
 
 
-def load(device: torch.device | str = "cpu", path: str | Path | None = None) -> Any:
+def load(device: torch.device | str = "cpu", checkpoint: str | Path | None = None) -> Any:
     """Loads the trained agent (in eval mode) from ``checkpoint.pt``.
 
     Args:
         device: where to put the parameters.
-        path: another checkpoint written by ``train.py``; the shipped one by default.
+        checkpoint: another checkpoint written by ``train.py``; the shipped one by default
+            (the same keyword as every shipped agent's ``load``).
 
     Returns:
         the trained :class:`~torchrl.modules.ActorValueOperator` (see :func:`make_agent`).
@@ -213,15 +214,15 @@ def load(device: torch.device | str = "cpu", path: str | Path | None = None) -> 
         >>> td["attribution", "win", "observation"].shape
         torch.Size([18, 8, 8])
     """
-    path = CHECKPOINT if path is None else Path(path)
+    path = CHECKPOINT if checkpoint is None else Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(
             f"no chess checkpoint at {path}; train one with "
             "`python -m tdhook_rl.agents.chess.train` (data: `python -m "
             "tdhook_rl.agents.chess.data`, needs Stockfish)."
         )
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
-    agent = make_agent(checkpoint["config"], device=device)
-    state = {k: v.float() for k, v in checkpoint["state_dict"].items()}
+    saved = torch.load(path, map_location=device, weights_only=True)
+    agent = make_agent(saved["config"], device=device)
+    state = {k: v.float() for k, v in saved["state_dict"].items()}
     agent.load_state_dict(state)
     return agent.eval()

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     checkpoint = args.out / "checkpoint.pt"
-    agent = load(args.device, path=checkpoint)
+    agent = load(args.device, checkpoint=checkpoint)
     meta = torch.load(checkpoint, weights_only=True)["meta"]
     report = quality_report(agent, meta, args.games, args.device)
     (args.out / "QUALITY.md").write_text(report)

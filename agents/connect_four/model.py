@@ -121,12 +121,13 @@ def make_agent(
     return ActorValueOperator(trunk, policy, value).to(device)
 
 
-def load(device: torch.device | str = "cpu", path: str | Path | None = None) -> Any:
+def load(device: torch.device | str = "cpu", checkpoint: str | Path | None = None) -> Any:
     """Loads the trained agent (in eval mode) from ``checkpoint.pt``.
 
     Args:
         device: where to put the parameters.
-        path: another checkpoint written by ``train.py``; the shipped one by default.
+        checkpoint: another checkpoint written by ``train.py``; the shipped one by default
+            (the same keyword as every shipped agent's ``load``).
 
     Returns:
         the trained :class:`~torchrl.modules.ActorValueOperator` (see :func:`make_agent`).
@@ -147,13 +148,13 @@ def load(device: torch.device | str = "cpu", path: str | Path | None = None) -> 
         >>> td["attribution", "win", "observation"].shape
         torch.Size([8, 3, 6, 7])
     """
-    path = CHECKPOINT if path is None else Path(path)
+    path = CHECKPOINT if checkpoint is None else Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(
             f"no Connect Four checkpoint at {path}; train one with "
             "`python -m tdhook_rl.agents.connect_four.train`."
         )
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
-    agent = make_agent(checkpoint["config"], device=device)
-    agent.load_state_dict(checkpoint["state_dict"])
+    saved = torch.load(path, map_location=device, weights_only=True)
+    agent = make_agent(saved["config"], device=device)
+    agent.load_state_dict(saved["state_dict"])
     return agent.eval()

@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
         out=args.out,
     )
-    agent = load(args.device, path=args.out / "checkpoint.pt")
+    agent = load(args.device, checkpoint=args.out / "checkpoint.pt")
     report = quality_report(agent, summary, args.games, args.device)
     (args.out / "QUALITY.md").write_text(report)
     print(report)
