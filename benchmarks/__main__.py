@@ -13,13 +13,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import ig_sweep, multi_target_ig
+from benchmarks import ig_sweep, in_rollout, multi_target_ig
 from benchmarks.harness import BenchmarkResult, RunConfig, environment
 from benchmarks.report import write_reports
 
 BENCHMARKS: dict[str, Callable[[RunConfig], BenchmarkResult]] = {
     multi_target_ig.NAME: multi_target_ig.run,
     ig_sweep.NAME: ig_sweep.run,
+    in_rollout.NAME: in_rollout.run,
 }
 HERE = Path(__file__).resolve().parent
 # blocks of any size come from the reusable heap, and the heap top is never trimmed
