@@ -151,11 +151,15 @@ def _attribution_section(report, rollout, summary, features) -> None:
     first = rollout[0][: min(300, rollout.shape[-1])]
     report.figure(
         attribution_over_time(
-            first, feature_names=features, title="Attribution along the first trajectory"
+            first,
+            feature_names=features,
+            title="Attribution along the first trajectory",
+            shared_scale=False,
         ),
         "attribution_over_time",
-        "Features x steps, one panel per head; red raises "
-        "the head's output, blue lowers it; shared colour scale.",
+        "Features x steps, one panel per head, each on its own colour scale (the heads are in "
+        "different units); red raises "
+        "the head's output, blue lowers it.",
     )
     report.figure(
         feature_shares(rollout, feature_names=features),

@@ -27,6 +27,14 @@ figcaption {{ color: #555; font-size: .9em; }} .meta {{ color: #555; }}
 <body>
 <h1>{title}</h1>
 {body}
+<script>
+// marks how many figures decoded, for people and for the headless-browser test
+window.addEventListener("load", () => {{
+  const images = Array.from(document.images);
+  document.body.dataset.imagesTotal = images.length;
+  document.body.dataset.imagesLoaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+}});
+</script>
 </body></html>
 """
 

@@ -45,11 +45,13 @@ def attribution_over_time(
     feature_names: Sequence[str] | None = None,
     out_key: NestedKey = "attribution",
     title: str | None = None,
+    shared_scale: bool = True,
 ) -> Any:
     """Heatmaps of attribution (features x steps) along one trajectory, one panel per head.
 
     All panels share one colour scale, a diverging colormap centred at zero (red pushes the
-    head up, blue down).
+    head up, blue down), bounded by the 99th percentile of |attribution| (beyond it, colours
+    saturate).
 
     Args:
         rollout: a trajectory ``[T]`` (take one env copy of a batched rollout first).
@@ -58,6 +60,9 @@ def attribution_over_time(
         feature_names: row labels (e.g. the env's observation names).
         out_key: the attributions' root key.
         title: figure title.
+        shared_scale: one colour scale for all panels (compare heads in the same units);
+            ``False`` gives each head its own scale and colour bar (heads in different
+            units, e.g. a log-probability and a value, stay readable).
 
     Returns:
         The matplotlib figure.
@@ -71,7 +76,14 @@ def attribution_over_time(
     data = {h: a.reshape(a.shape[0], -1).T for h, a in data.items()}  # (features, T)
     n_features, steps = next(iter(data.values())).shape
     names = _names(feature_names, n_features)
-    scale = max(float(a.abs().max()) for a in data.values()) or 1.0
+
+    # scales are the 99th percentile of |attribution|, so that a few extreme steps (e.g. the
+    # first, while the controller catches the pole) do not wash out the rest
+    def robust_scale(tensors: list[torch.Tensor]) -> float:
+        pooled = torch.cat([a.abs().flatten() for a in tensors])
+        return float(torch.quantile(pooled, 0.99)) or float(pooled.max()) or 1.0
+
+    shared = robust_scale(list(data.values()))
     plt = pyplot()
     fig, axes = plt.subplots(
         len(data),
@@ -82,6 +94,7 @@ def attribution_over_time(
     )
     image = None
     for ax, (head, a) in zip(axes[:, 0], data.items(), strict=True):
+        scale = shared if shared_scale else robust_scale([a])
         image = ax.imshow(
             a.numpy(),
             aspect="auto",
@@ -92,8 +105,11 @@ def attribution_over_time(
         )
         ax.set_yticks(range(n_features), names)
         ax.set_title(f"head: {head}")
+        if not shared_scale:
+            fig.colorbar(image, ax=ax, label="attribution", shrink=0.9)
     axes[-1, 0].set_xlabel("environment step")
-    fig.colorbar(image, ax=axes[:, 0].tolist(), label="attribution", shrink=0.8)
+    if shared_scale:
+        fig.colorbar(image, ax=axes[:, 0].tolist(), label="attribution", shrink=0.8)
     if title:
         fig.suptitle(title)
     return fig

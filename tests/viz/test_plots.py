@@ -38,6 +38,16 @@ def test_attribution_over_time_has_one_panel_per_head_on_one_centred_scale(rollo
     assert (tmp_path / "a.png").stat().st_size > 1000
 
 
+def test_attribution_over_time_per_head_scales(rollout):
+    fig = viz.attribution_over_time(rollout, shared_scale=False)
+    panels = [ax for ax in fig.axes if ax.get_title().startswith("head:")]
+    limits = [ax.images[0].get_clim() for ax in panels]
+    assert limits[0] != limits[1] and all(lo == -hi for lo, hi in limits)
+    for ax, head in zip(panels, ("policy", "value"), strict=True):
+        a = rollout["attribution", head, "observation"].abs()
+        assert abs(limits[panels.index(ax)][1] - float(torch.quantile(a.flatten(), 0.99))) < 1e-6
+
+
 def test_feature_shares_sum_to_100_per_head(rollout):
     fig = viz.feature_shares(rollout, feature_names=NAMES)
     ax = fig.axes[0]
