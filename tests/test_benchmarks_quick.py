@@ -1,0 +1,42 @@
+"""`python -m benchmarks run --quick` runs and writes valid output (correctness only: no
+timing is asserted anywhere in the test suite)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_suite_writes_results(tmp_path):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "run",
+            "--quick",
+            "--threads",
+            "1",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    text = (tmp_path / "RESULTS.md").read_text()
+    names = {b["name"] for b in results["benchmarks"]}
+    assert {"multi_target_ig", "ig_sweep", "in_rollout"} <= names
+    for bench in results["benchmarks"]:
+        assert f"`{bench['name']}`" in text
+        for case in bench["cases"]:
+            for contestant in case["contestants"]:
+                if contestant["status"] == "ok":
+                    assert contestant["agreement"]["passed"], (bench["name"], contestant)
