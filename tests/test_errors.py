@@ -136,3 +136,10 @@ def test_errors_leave_the_model_untouched():
     assert all(p.grad is None for p in module.parameters())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
     assert not td["observation"].requires_grad
+
+
+def test_index_out_of_range_among_several_index_targets():
+    targets = {"a": Index("logits", 0), "b": Index("logits", 1), "c": Index("logits", 11)}
+    explained = attributed(targets=targets)
+    with pytest.raises(IndexError, match=r"Index\('logits', \(11,\)\): index 11 is out of range"):
+        explained(obs_td())

@@ -19,6 +19,7 @@ mode; false for batch norm in training mode).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Literal
@@ -99,11 +100,14 @@ class GradientEngine:
         with set_interaction_type(InteractionType.DETERMINISTIC):
             out = self.module(flat)
         reference = (self.reference.expand(shape) if lead else self.reference).reshape(-1)
-        per_target = [
-            _per_sample(name, target, target(out, reference), flat.batch_size)
-            for name, target in self.targets.items()
-        ]
-        return torch.stack(per_target).reshape(self.n_targets, *shape)
+        rows = []  # each (k, N)
+        for group in _groups(self.targets):
+            if len(group) > 1:  # several Index targets of one vector: one gather, not k selects
+                rows.append(_gather(group, out))
+                continue
+            name, target = group[0]
+            rows.append(_per_sample(name, target, target(out, reference), flat.batch_size)[None])
+        return torch.cat(rows).reshape(self.n_targets, *shape)
 
     def gradients(
         self, values: Mapping[NestedKey, torch.Tensor], lead: tuple[int, ...] = ()
@@ -188,6 +192,51 @@ def forward_mode_unsupported(err: Exception) -> bool:
     return isinstance(err, NotImplementedError | RuntimeError) and any(
         marker in text for marker in ("forward AD", "forward mode", "jvp", "vmap", "Batching")
     )
+
+
+def _groups(targets: Mapping[str, Target]) -> list[list[tuple[str, Target]]]:
+    """Consecutive single-int ``Index`` targets of the same key form one group; every other
+    target is a group of its own."""
+    from tdhook_rl.targets import Index
+
+    groups: list[list[tuple[str, Target]]] = []
+    for name, target in targets.items():
+        last = groups[-1][-1][1] if groups else None
+        if (
+            isinstance(target, Index)
+            and len(target.index) == 1
+            and isinstance(last, Index)
+            and len(last.index) == 1
+            and last.key == target.key
+        ):
+            groups[-1].append((name, target))
+        else:
+            groups.append([(name, target)])
+    return groups
+
+
+def _gather(group: list[tuple[str, Target]], out: TensorDictBase) -> torch.Tensor:
+    """``(k, N)`` values of k ``Index`` targets on one vector entry, by a single gather."""
+    first = group[0][1]
+    value = out.get(first.key, None)
+    if value is None or value.ndim != out.batch_dims + 1:
+        # missing key or not a vector per sample: let each target raise its own clear error
+        return torch.stack([t(out, out) for _, t in group])
+    width = value.shape[-1]
+    index = [t.index[0] for _, t in group]
+    bad = [i for i in index if not -width <= i < width]
+    if bad:
+        group[index.index(bad[0])][1](
+            out, out
+        )  # raises the IndexError naming the target's key and index
+    columns = _columns(tuple(i % width for i in index), value.device)
+    return value.index_select(-1, columns).movedim(-1, 0)  # (N, k) -> (k, N)
+
+
+@functools.lru_cache(maxsize=128)
+def _columns(index: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The gather indices on ``device``, copied there once (no copy per call)."""
+    return torch.tensor(index, device=device)
 
 
 def _per_sample(name: str, target: Target, value: torch.Tensor, batch: torch.Size) -> torch.Tensor:
