@@ -6,12 +6,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from tensordict import NestedKey, TensorDictBase
+from tensordict import NestedKey, TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
 from tdhook_rl.core.grad_mode import inside_functional_transform
-from tdhook_rl.core.hooks import temporary_hooks
 from tdhook_rl.core.keys import as_key, key_tuple
 from tdhook_rl.core.sites import KeySite, ModuleSite, Site, resolve_site
 from tdhook_rl.core.wrapper import TransparentWrapper
@@ -74,21 +73,45 @@ class Recorded(TransparentWrapper):
         if inside_functional_transform():
             return self.wrapped(tensordict, *args, **kwargs)
         captured: dict[str, Any] = {}
-        forward_hooks, pre_hooks = [], []
-        for name, site in self.sites.items():
-            if isinstance(site, ModuleSite):
-                target = self.wrapped.get_submodule(site.path)
+        handles = []
+        try:
+            for name, site, target in self._module_sites():
                 if site.io == "output":
-                    forward_hooks.append((target, _capture_output(captured, name)))
+                    handles.append(target.register_forward_hook(_capture_output(captured, name)))
                 else:
-                    pre_hooks.append((target, _capture_input(captured, name)))
-        with temporary_hooks(forward_hooks, pre_hooks):
+                    handles.append(target.register_forward_pre_hook(_capture_input(captured, name)))
             out = self.wrapped(tensordict, *args, **kwargs)
-        root = key_tuple(self.out_key)
+        finally:  # hooks live only for this call, exceptions included
+            for handle in handles:
+                handle.remove()
+        batch = out.batch_size
+        values = {}
         for name, site in self.sites.items():
             value = out.get(site.key, None) if isinstance(site, KeySite) else captured.get(name)
-            out.set((*root, name), _checked(name, site, value, out.batch_size).detach())
+            values[name] = _checked(name, site, value, batch).detach()
+        existing = out.get(self.out_key, None)
+        if existing is None:  # one sub-TensorDict write instead of one nested set per site
+            out.set(self.out_key, TensorDict(values, batch_size=batch, device=out.device))
+        else:
+            existing.update(values)
         return out
+
+    def _module_sites(self) -> list[tuple[str, ModuleSite, nn.Module]]:
+        """``(name, site, submodule)`` of the module sites, looked up once and cached."""
+        cached = self.__dict__.get("_site_modules")
+        if cached is None:
+            cached = [
+                (name, site, self.wrapped.get_submodule(site.path))
+                for name, site in self.sites.items()
+                if isinstance(site, ModuleSite)
+            ]
+            self.__dict__["_site_modules"] = cached
+        return cached
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_site_modules", None)
+        return state
 
     def _extra_repr_items(self) -> dict[str, Any]:
         return {"sites": self.sites}
