@@ -1,24 +1,8 @@
 """Interventions on activations (``tdhook_rl.interventions``; defined in
 :mod:`tdhook_rl.latent.interventions`)."""
 
-from tdhook_rl.latent.interventions import (
-    Ablate,
-    Clamp,
-    FromCallable,
-    Intervention,
-    Patch,
-    Steer,
-    as_intervention,
-    steering_vector,
-)
+from tdhook_rl.latent import interventions as _interventions
+from tdhook_rl.latent.interventions import *  # noqa: F403 - this module re-exports them
+from tdhook_rl.latent.interventions import as_intervention
 
-__all__ = [
-    "Ablate",
-    "Clamp",
-    "FromCallable",
-    "Intervention",
-    "Patch",
-    "Steer",
-    "as_intervention",
-    "steering_vector",
-]
+__all__ = [*_interventions.__all__, "as_intervention"]

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+from test_cli import SMALL
 
 from tdhook_rl.cli import main
 
@@ -29,29 +30,7 @@ FLAGS = [
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_report_loads_in_headless_chromium(tmp_path):
     out = tmp_path / "report"
-    assert (
-        main(
-            [
-                "explain",
-                "--out",
-                str(out),
-                "--steps",
-                "40",
-                "--envs",
-                "2",
-                "--episodes",
-                "2",
-                "--groups",
-                "1",
-                "--ablation-steps",
-                "15",
-                "--n-steps",
-                "4",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(["explain", "--out", str(out), *SMALL]) == 0
     run = subprocess.run(
         [
             CHROMIUM,
