@@ -15,11 +15,11 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from tqdm.auto import tqdm
 
 from tdhook_rl.attributed import Attributed
-from tdhook_rl.attribution import resolve_method
 from tdhook_rl.evaluate import intervention_effect
 from tdhook_rl.interventions import Ablate
 from tdhook_rl.latent.probes import fit_probes, randomized_copy
 from tdhook_rl.latent.recorded import Recorded
+from tdhook_rl.report.common import attribution_method
 from tdhook_rl.report.writer import ReportWriter
 from tdhook_rl.targets import ActionLogProb
 
@@ -49,6 +49,7 @@ class ExplainOptions:
     device: str = "cpu"
     probes: bool = True
     ablation: bool = True
+    logger: str | None = None
 
 
 def hidden_sites(module: nn.Module, prefix: str) -> list[str]:
@@ -58,13 +59,6 @@ def hidden_sites(module: nn.Module, prefix: str) -> list[str]:
         for name, sub in module.named_modules()
         if name.startswith(prefix) and isinstance(sub, ACTIVATIONS)
     ]
-
-
-def _method(opts: ExplainOptions):
-    method = resolve_method(opts.method)
-    if hasattr(method, "n_steps"):
-        method = type(method)(n_steps=opts.n_steps)
-    return method
 
 
 def explain_double_pendulum(
@@ -83,7 +77,9 @@ def explain_double_pendulum(
     )
 
     start = time.perf_counter()
-    report = ReportWriter(out_dir, "tdhook-rl: what drives the double-pendulum agent")
+    report = ReportWriter(
+        out_dir, "tdhook-rl: what drives the double-pendulum agent", logger=opts.logger
+    )
     try:
         module = agent.actor_critic
         actor_sites = hidden_sites(module, "module.0")
@@ -92,7 +88,7 @@ def explain_double_pendulum(
         names |= {s: f"critic h{i + 1}" for i, s in enumerate(critic_sites)}
         explained = Attributed(
             module,
-            _method(opts),
+            attribution_method(opts.method, opts.n_steps),
             inputs=["observation"],
             targets={"policy": ActionLogProb(), "value": "state_value"},
         )
@@ -139,12 +135,30 @@ def explain_double_pendulum(
         raise
 
 
+def summary_line(path: Path, summary: dict[str, Any]) -> str:
+    """The one line ``tdhook-rl explain`` prints at the end."""
+    shares = summary["attribution_share"]
+    top = {h: max(s, key=s.get) for h, s in shares.items()}
+    line = (
+        f"report: {path / 'report.html'} | {summary['transitions']} transitions | "
+        f"policy attends most to {top['policy']}, value to {top['value']}"
+    )
+    if "probes" in summary:
+        best = max(summary["probes"], key=lambda r: r["r2"])
+        line += f" | best probe {best['label']} from {best['site']} (R^2 {best['r2']:.2f})"
+    if "ablations" in summary:
+        worst = min(summary["ablations"], key=lambda r: r["change"])
+        line += f" | largest return drop {worst['change']:+.0f} ({worst['name']})"
+    return line + f" | {summary['wall_seconds']:.0f} s"
+
+
 def _attribution_section(report, rollout, summary, features) -> None:
     from tdhook_rl.viz import attribution_over_time, feature_shares
 
     report.section(
         "Attribution: policy vs value",
-        "Integrated gradients of the log-probability of the action taken (policy head) and of "
+        f"{summary['method']}: attribution of the log-probability of the action taken "
+        "(policy head) and of "
         "the state value (value head) with respect to the 9 observation entries, at every "
         "step, from one batched pass per step.",
     )
@@ -170,8 +184,9 @@ def _attribution_section(report, rollout, summary, features) -> None:
     for head in ("policy", "value"):
         a = rollout["attribution", head, "observation"].abs().reshape(-1, len(features)).mean(0)
         shares[head] = (a / a.sum()).tolist()
-        delta = rollout["attribution", head, "completeness_delta"].abs().max()
-        summary[f"{head}_max_abs_completeness_delta"] = float(delta)
+        if ("attribution", head, "completeness_delta") in rollout.keys(True):  # path methods
+            delta = rollout["attribution", head, "completeness_delta"].abs().max()
+            summary[f"{head}_max_abs_completeness_delta"] = float(delta)
     for i, f in enumerate(features):
         rows.append([f, 100 * shares["policy"][i], 100 * shares["value"][i]])
     report.table(["feature", "policy share (%)", "value share (%)"], rows)

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tdhook_rl.report.scalars import log_summary, require_logger
+
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{title}</title>
@@ -19,7 +21,8 @@ body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
        line-height: 1.45; padding: 0 1em; }}
 h1 {{ font-size: 1.6em; }} h2 {{ border-bottom: 1px solid #ccc; padding-bottom: .2em; }}
 table {{ border-collapse: collapse; margin: .8em 0; font-size: .92em; }}
-th, td {{ border: 1px solid #ccc; padding: .25em .6em; text-align: right; }}
+th, td {{ border: 1px solid #ccc; padding: .25em .6em; text-align: right;
+          overflow-wrap: anywhere; }}
 th {{ background: #f3f3f3; }} td:first-child, th:first-child {{ text-align: left; }}
 figure {{ margin: 1em 0; }} figure img {{ max-width: 100%; border: 1px solid #eee; }}
 figcaption {{ color: #555; font-size: .9em; }} .meta {{ color: #555; }}
@@ -51,6 +54,9 @@ class ReportWriter:
     Args:
         out_dir: the final folder (replaced if it exists, only once the report is complete).
         title: the page title.
+        logger: ``"csv"`` or ``"tensorboard"``: :meth:`publish` also logs the numbers'
+            scalars through that TorchRL logger into ``out_dir/logs`` (see
+            :mod:`tdhook_rl.report.scalars`); checked here, before any work is done.
 
     Examples:
         >>> import tempfile, pathlib
@@ -64,9 +70,11 @@ class ReportWriter:
         ['report.html', 'summary.json']
     """
 
-    def __init__(self, out_dir: str | Path, title: str) -> None:
+    def __init__(self, out_dir: str | Path, title: str, *, logger: str | None = None) -> None:
+        require_logger(logger)
         self.out_dir = Path(out_dir)
         self.title = title
+        self.logger = None if logger == "none" else logger
         self.numbers: dict[str, Any] = {}
         self._parts: list[str] = []
         self._tmp = Path(tempfile.mkdtemp(prefix=".tdhook-rl-report-", dir=self._parent()))
@@ -111,6 +119,9 @@ class ReportWriter:
         (self._tmp / "summary.json").write_text(json.dumps(numbers, indent=2, default=float) + "\n")
         page = PAGE.format(title=html.escape(self.title), body="\n".join(self._parts))
         (self._tmp / "report.html").write_text(page)
+        if self.logger is not None:
+            log_summary(numbers, self._tmp / "logs", self.logger)
+        self._tmp.chmod(0o755)  # mkdtemp's 0o700 would hide the report from a web server
         if self.out_dir.exists():
             shutil.rmtree(self.out_dir)
         self._tmp.rename(self.out_dir)

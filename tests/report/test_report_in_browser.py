@@ -27,10 +27,18 @@ FLAGS = [
 ]
 
 
+CHESS = ["--agent", "chess", "--positions", "2", "--n-steps", "4", "--quiet"]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
-def test_report_loads_in_headless_chromium(tmp_path):
+@pytest.mark.parametrize(
+    ("argv", "figures"), [(SMALL, 4), (CHESS, 1)], ids=["double_pendulum", "chess"]
+)
+def test_report_loads_in_headless_chromium(tmp_path, argv, figures):
+    if "chess" in argv:
+        pytest.importorskip("chess", reason="python-chess is not installed (tdhook-rl[chess])")
     out = tmp_path / "report"
-    assert main(["explain", "--out", str(out), *SMALL]) == 0
+    assert main(["explain", "--out", str(out), *argv]) == 0
     run = subprocess.run(
         [
             CHROMIUM,
@@ -47,7 +55,7 @@ def test_report_loads_in_headless_chromium(tmp_path):
     body = re.search(r"<body[^>]*>", run.stdout).group(0)
     total = int(re.search(r'data-images-total="(\d+)"', body).group(1))
     loaded = int(re.search(r'data-images-loaded="(\d+)"', body).group(1))
-    assert total == 4 and loaded == total
+    assert total == figures and loaded == total
     console_errors = [
         line
         for line in run.stderr.splitlines()

@@ -1,0 +1,383 @@
+"""``tdhook-rl explain --agent connect_four``: the agent plays a few games against a scripted
+player on the batched :class:`~tdhook_rl.envs.connect_four.ConnectFourEnv`; every move it
+makes is attributed, and the report shows which cells drove the move and the evaluation.
+
+At each of its turns the agent plays its most probable legal column, and
+:class:`tdhook_rl.Attributed` attributes, in one pass over the games where it is to move:
+
+* ``move``: the log-probability of the chosen column among the legal ones
+  (:class:`~tdhook_rl.targets.ActionLogProb`);
+* ``value``: ``state_value = P(win) - P(loss)`` of the player to move.
+
+Path methods (IG) start from the all-zero planes: an empty grid seen by the second player
+(the parity plane is zero too). The three planes (own discs, the opponent's, parity) are
+summed into one signed number per cell.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from tqdm.auto import tqdm
+
+from tdhook_rl.attributed import DELTA_KEY, Attributed
+from tdhook_rl.attribution import AttributionMethod
+from tdhook_rl.report.common import attribution_method, top_entries
+from tdhook_rl.report.writer import ReportWriter
+from tdhook_rl.targets import ActionLogProb
+
+__all__ = [
+    "HEADS",
+    "OPPONENTS",
+    "ConnectFourOptions",
+    "explain_connect_four",
+    "play_and_attribute",
+    "summary_line",
+]
+
+HEADS: dict[str, Any] = {"move": ActionLogProb(), "value": "state_value"}
+COLUMNS = {"move": "move", "value": "win probability"}
+OPPONENTS = ("random", "greedy")
+CELLS = [f"r{r}c{c}" for r in range(6) for c in range(7)]  # row 0 = top
+TOP_K = 4
+STATE = ("observation", "board", "player", "action_mask")  # what is kept of each position
+
+
+@dataclass
+class ConnectFourOptions:
+    """Choices of ``tdhook-rl explain --agent connect_four`` (see ``tdhook-rl explain --help``).
+
+    Attributes:
+        method, n_steps: the attribution method and its path points (IG).
+        games: games played; the agent starts the even-numbered ones.
+        opponent: ``"random"`` (a uniformly random legal column) or ``"greedy"`` (wins at
+            once if it can, else blocks, else random).
+        positions: the figure of a game shows at most its last ``positions`` agent moves
+            (all of them are in ``summary.json``).
+        seed: the opponent's random generator (and torch's).
+        device: where the games and the network run.
+        logger: ``"csv"``/``"tensorboard"``: also log the summary's scalars there.
+    """
+
+    method: str = "ig"
+    n_steps: int = 32
+    games: int = 2
+    opponent: str = "random"
+    positions: int = 8
+    seed: int = 0
+    device: str = "cpu"
+    logger: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.opponent not in OPPONENTS:
+            raise ValueError(
+                f"--opponent must be one of {', '.join(OPPONENTS)}, got {self.opponent!r}"
+            )
+        if self.games < 1:
+            raise ValueError(f"--games must be >= 1, got {self.games}")
+        if self.positions < 1:
+            raise ValueError(f"--positions must be >= 1, got {self.positions}")
+
+
+def play_and_attribute(
+    agent: Any,
+    method: AttributionMethod | str,
+    *,
+    games: int = 2,
+    opponent: str = "random",
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[TensorDictBase, list[dict[str, Any]]]:
+    """Plays ``games`` batched games of the agent against ``opponent``, attributing each of
+    the agent's moves.
+
+    Args:
+        agent: the Connect Four agent (``tdhook_rl.agents.load("connect_four")``).
+        method: the attribution method.
+        games: how many games; the agent is the first player in games 0, 2, ...
+        opponent: ``"random"`` or ``"greedy"``.
+        seed: the opponent's generator.
+        device: where the games run (the agent's device).
+        progress: show a progress bar over the plies.
+
+    Returns:
+        ``(moves, results)``: the agent's output at each of its moves, stacked ``[n_moves]``
+        with ``game`` and ``ply`` entries (in play order) and the attributions; and one
+        ``{"game", "agent_plays", "result", "plies"}`` per game.
+
+    Examples:
+        >>> from tdhook_rl import agents
+        >>> moves, results = play_and_attribute(agents.load("connect_four"), "saliency")
+        >>> moves["attribution", "move", "observation"].shape[1:]
+        torch.Size([3, 6, 7])
+        >>> sorted(results[0])
+        ['agent_plays', 'game', 'plies', 'result']
+    """
+    from tdhook_rl.envs.connect_four import ConnectFourEnv, greedy_action, random_action
+
+    env = ConnectFourEnv(batch_size=[games], device=device)
+    env.set_seed(seed)
+    explained = Attributed(agent, method, inputs=["observation"], targets=HEADS)
+    agent_side = torch.arange(games, device=device) % 2  # the agent's player number per game
+    td = env.reset()
+    over = torch.zeros(games, dtype=torch.bool, device=device)
+    reward = torch.zeros(games, device=device)  # of the last mover
+    last_mover_is_agent = torch.zeros(games, dtype=torch.bool, device=device)
+    plies = torch.zeros(games, dtype=torch.long, device=device)
+    moves = []
+    for ply in tqdm(range(42), desc="games", disable=not progress, leave=False):
+        turn = (td["player"].squeeze(-1) == agent_side) & ~over
+        if opponent == "greedy":
+            action = greedy_action(td["board"], td["player"], td["action_mask"], env.generator)
+        else:
+            action = random_action(td["action_mask"], env.generator)
+        if turn.any():
+            with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+                out = explained(td.select(*STATE)[turn].clone())
+            out["game"] = turn.nonzero().squeeze(-1)
+            out["ply"] = torch.full_like(out["game"], ply)
+            moves.append(out)
+            action = action.masked_scatter(turn, out["action"])
+        td["action"] = action
+        step = env.step(td)["next"]
+        done = step["done"].squeeze(-1) & ~over
+        reward = torch.where(done, step["reward"].squeeze(-1), reward)
+        last_mover_is_agent = torch.where(done, turn, last_mover_is_agent)
+        plies = torch.where(done, torch.full_like(plies, ply + 1), plies)
+        over |= done
+        td = step
+        if over.all():
+            break
+    results = []
+    for g in range(games):
+        r, mine = float(reward[g]), bool(last_mover_is_agent[g])
+        result = "draw" if r == 0 else ("win" if (r > 0) == mine else "loss")
+        results.append(
+            {
+                "game": g + 1,
+                "agent_plays": "first" if g % 2 == 0 else "second",
+                "result": result,
+                "plies": int(plies[g]),
+            }
+        )
+    stacked = torch.cat([m.exclude("hidden") for m in moves]).cpu()
+    order = (stacked["game"] * 64 + stacked["ply"]).argsort()
+    return stacked[order], results
+
+
+def explain_connect_four(
+    agent: Any, out_dir: str | Path, opts: ConnectFourOptions, *, progress: bool = True
+) -> tuple[Path, dict[str, Any]]:
+    """Plays, attributes and writes a report folder (``report.html``, one
+    ``game_<n>.png`` per game, ``summary.json``).
+
+    Args:
+        agent: the Connect Four agent (``tdhook_rl.agents.load("connect_four")``).
+        out_dir: the report folder (replaced once complete; nothing is left on failure).
+        opts: the options.
+        progress: show progress bars.
+
+    Returns:
+        The report folder and the summary numbers.
+
+    Examples:
+        >>> import tempfile
+        >>> from tdhook_rl import agents
+        >>> path, summary = explain_connect_four(
+        ...     agents.load("connect_four"), tempfile.mkdtemp() + "/report",
+        ...     ConnectFourOptions(method="saliency", games=1), progress=False)
+        >>> sorted(p.name for p in path.iterdir())
+        ['game_1.png', 'report.html', 'summary.json']
+        >>> summary["games"][0]["agent_plays"]
+        'first'
+    """
+    from tdhook_rl.viz import connect_four_heatmaps
+
+    start = time.perf_counter()
+    torch.manual_seed(opts.seed)
+    report = ReportWriter(
+        out_dir, "tdhook-rl: what drives the Connect Four agent", logger=opts.logger
+    )
+    try:
+        bar = tqdm(total=3, desc="explain connect_four", disable=not progress, unit="stage")
+        bar.set_postfix_str(f"{opts.games} games vs {opts.opponent}")
+        method = attribution_method(opts.method, opts.n_steps)
+        moves, results = play_and_attribute(
+            agent,
+            method,
+            games=opts.games,
+            opponent=opts.opponent,
+            seed=opts.seed,
+            device=opts.device,
+            progress=progress,
+        )
+        bar.update()
+        bar.set_postfix_str("figures")
+        maps = {h: moves["attribution", h, "observation"].sum(-3) for h in HEADS}  # (n, 6, 7)
+        rows = [
+            _move_summary(moves, i, maps, method.has_convergence_delta)
+            for i in range(moves.shape[0])
+        ]
+        summary: dict[str, Any] = {
+            "agent": "connect_four",
+            "method": repr(method),
+            "opponent": opts.opponent,
+            "targets": {
+                "move": "log-probability of the chosen column among the legal ones",
+                "value": "state_value = P(win) - P(loss) of the player to move",
+            },
+            "games": results,
+            "wins": sum(r["result"] == "win" for r in results),
+            "draws": sum(r["result"] == "draw" for r in results),
+            "losses": sum(r["result"] == "loss" for r in results),
+            "n_moves": len(rows),
+        }
+        if method.has_convergence_delta:
+            summary["max_abs_completeness_delta"] = {
+                h: max(abs(r["completeness_delta"][h]) for r in rows) for h in HEADS
+            }
+        _report(report, moves, rows, maps, results, opts, connect_four_heatmaps, method)
+        bar.update()
+        summary["moves"] = rows
+        summary["wall_seconds"] = time.perf_counter() - start
+        report.paragraph(
+            f"{opts.games} games, {len(rows)} agent moves, {summary['wall_seconds']:.1f} s. "
+            "Made with tdhook_rl.",
+            css="meta",
+        )
+        report.numbers.update(summary)
+        path = report.publish()
+        bar.update()
+        bar.close()
+        return path, summary
+    except BaseException:
+        report.discard()
+        raise
+
+
+def _move_summary(moves: TensorDictBase, i: int, maps, has_delta: bool) -> dict[str, Any]:
+    win, draw, loss = moves["win_logits"][i].softmax(-1).tolist()
+    entry: dict[str, Any] = {
+        "game": int(moves["game"][i]) + 1,
+        "ply": int(moves["ply"][i]) + 1,
+        "column": int(moves["action"][i]),
+        "move_prob": float(moves["action_log_prob"][i].exp()),
+        "p_win": win,
+        "p_draw": draw,
+        "p_loss": loss,
+        "value": float(moves["state_value"][i]),
+        "attribution_sum": {h: float(maps[h][i].sum()) for h in HEADS},
+    }
+    if has_delta:
+        entry["completeness_delta"] = {
+            h: float(moves["attribution", h, DELTA_KEY][i]) for h in HEADS
+        }
+    entry["top_cells"] = {
+        h: [{"cell": c, "attribution": v} for c, v in top_entries(maps[h][i], CELLS, TOP_K)]
+        for h in HEADS
+    }
+    # the env's board[row][col], row 0 = top: +1 the first player's discs, -1 the second's
+    entry["board"] = moves["board"][i].tolist()
+    entry["cell_map"] = {h: maps[h][i].tolist() for h in HEADS}
+    return entry
+
+
+def _report(report, moves, rows, maps, results, opts, plot, method) -> None:
+    report.section(
+        "Games",
+        f"The agent (its most probable legal column at every turn) against the {opts.opponent} "
+        "player; it starts the odd-numbered games.",
+    )
+    report.table(
+        ["game", "agent plays", "result", "plies"],
+        [[r["game"], r["agent_plays"], r["result"], r["plies"]] for r in results],
+    )
+    report.section(
+        "Which cells drive the move and the evaluation",
+        "One figure per game, one row per agent move (at most the last "
+        f"{opts.positions}). Left: attribution of the log-probability of the chosen column "
+        "(arrow; dashed ring: where the disc lands); right: attribution of P(win) - P(loss) "
+        "of the agent. Black discs: first player, white: second. Each cell shows the "
+        "attribution summed over the three input planes; red raised the output, blue lowered "
+        "it; both grids of a row share one colour scale centred at 0.",
+    )
+    boards = moves["board"]  # (n, 6, 7): +1 the first player's discs, -1 the second's
+    for result in results:
+        index = [i for i, r in enumerate(rows) if r["game"] == result["game"]][-opts.positions :]
+        if not index:
+            continue
+        fig = plot(
+            boards[index],
+            {COLUMNS[h]: maps[h][index] for h in HEADS},
+            [rows[i]["column"] for i in index],
+            titles=[
+                [
+                    f"column {rows[i]['column']}: P = {rows[i]['move_prob']:.2f}",
+                    f"W {rows[i]['p_win']:.2f} D {rows[i]['p_draw']:.2f} L {rows[i]['p_loss']:.2f}",
+                ]
+                for i in index
+            ],
+            row_labels=[f"ply {rows[i]['ply']}" for i in index],
+            suptitle=f"game {result['game']}: agent plays {result['agent_plays']}, "
+            f"{result['result']}",
+        )
+        report.figure(
+            fig,
+            f"game_{result['game']}",
+            f"Game {result['game']}: per-cell attribution of the agent's moves.",
+        )
+    delta = method.has_convergence_delta
+    header = [
+        "game",
+        "ply",
+        "column",
+        "P(column)",
+        "P(win)",
+        "P(draw)",
+        "P(loss)",
+        "top cells: move",
+        "top cells: value",
+    ] + (["delta: move", "delta: value"] if delta else [])
+    table = []
+    for r in rows:
+        cells = [
+            ", ".join(f"{e['cell']} {e['attribution']:+.3f}" for e in r["top_cells"][h])
+            for h in HEADS
+        ]
+        line = [
+            r["game"],
+            r["ply"],
+            r["column"],
+            r["move_prob"],
+            r["p_win"],
+            r["p_draw"],
+            r["p_loss"],
+            *cells,
+        ]
+        table.append(line + ([r["completeness_delta"][h] for h in HEADS] if delta else []))
+    report.section(
+        "Moves",
+        "Every agent move; cells are rRcC, row 0 at the top."
+        + (" delta: IG's completeness delta." if delta else ""),
+    )
+    report.table(header, table)
+
+
+def summary_line(path: Path, summary: dict[str, Any]) -> str:
+    """The one line ``tdhook-rl explain --agent connect_four`` prints at the end."""
+    line = (
+        f"report: {path / 'report.html'} | {len(summary['games'])} games vs "
+        f"{summary['opponent']}: {summary['wins']} won, {summary['draws']} drawn, "
+        f"{summary['losses']} lost | {summary['n_moves']} agent moves attributed"
+    )
+    if "max_abs_completeness_delta" in summary:
+        worst = max(summary["max_abs_completeness_delta"].values())
+        line += f" | max |completeness delta| {worst:.3f}"
+    return line + f" | {summary['wall_seconds']:.0f} s"
