@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import ig_sweep, in_rollout, multi_target_ig
+from benchmarks import footprint, gpu_rollout, ig_memory, ig_sweep, in_rollout, multi_target_ig
 from benchmarks.harness import BenchmarkResult, RunConfig, environment
 from benchmarks.report import write_reports
 
@@ -21,6 +21,9 @@ BENCHMARKS: dict[str, Callable[[RunConfig], BenchmarkResult]] = {
     multi_target_ig.NAME: multi_target_ig.run,
     ig_sweep.NAME: ig_sweep.run,
     in_rollout.NAME: in_rollout.run,
+    gpu_rollout.NAME: gpu_rollout.run,
+    ig_memory.NAME: ig_memory.run,
+    footprint.NAME: footprint.run,
 }
 HERE = Path(__file__).resolve().parent
 # blocks of any size come from the reusable heap, and the heap top is never trimmed
@@ -45,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="torch intra-op threads (default: torch's choice, one per core)",
+    )
+    run.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="benchmarks with many cases (gpu_rollout) start no new case after this long",
     )
     run.add_argument(
         "--output-dir",
@@ -95,7 +105,9 @@ def main(argv: list[str] | None = None, reexec: bool = False) -> int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    config = RunConfig(device=torch.device(args.device), quick=args.quick)
+    config = RunConfig(
+        device=torch.device(args.device), quick=args.quick, time_budget_s=args.time_budget
+    )
     results = []
     for name in args.only or list(BENCHMARKS):
         start = time.perf_counter()

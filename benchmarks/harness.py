@@ -81,6 +81,8 @@ class ContestantResult:
     note: str = ""
     timing: Timing | None = None
     agreement: Agreement | None = None
+    # other measurements shown as extra columns (e.g. peak memory, transitions per second)
+    extras: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,6 +116,7 @@ class RunConfig:
     device: torch.device
     quick: bool
     seed: int = 0
+    time_budget_s: float | None = None  # benchmarks with many cases stop starting new ones
 
 
 def synchronize(device: torch.device) -> None:
@@ -122,23 +125,32 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_interleaved(
-    operations: Mapping[str, Operation], warmup: int, repeats: int, device: torch.device
+    operations: Mapping[str, Operation],
+    warmup: int,
+    repeats: int,
+    device: torch.device,
+    limits: Mapping[str, int] | None = None,
 ) -> dict[str, Timing]:
     """Time each operation ``repeats`` times after ``warmup`` calls, interleaving them.
 
     Round ``r`` runs every operation once, starting from a rotating position, so that a
     slow drift of the machine (another job, frequency scaling) spreads over all
-    contestants instead of landing on whichever ran last.
+    contestants instead of landing on whichever ran last. ``limits[name]`` caps the timed
+    calls of a slow contestant (it then skips the extra warm-up: its first call was one).
     """
     names = list(operations)
+    limits = dict(limits or {})
     for _ in range(warmup):
         for name in names:
-            operations[name]()
+            if name not in limits:
+                operations[name]()
     synchronize(device)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
+            if len(samples[name]) >= limits.get(name, repeats):
+                continue
             start = time.perf_counter()
             operations[name]()
             synchronize(device)
@@ -170,8 +182,13 @@ def run_case(
     warmup: int,
     repeats: int,
     device: torch.device,
+    budget_s: float | None = None,
 ) -> CaseResult:
     """Build every contestant, check it against ``reference``, then time the ones that work.
+
+    ``budget_s`` bounds each contestant's timed calls: one whose first call took ``t``
+    seconds is timed ``max(1, min(repeats, budget_s // t))`` times (for the slow peers
+    whose single call takes seconds, e.g. captum at batch 1024).
 
     The first call of each contestant, whose output is compared with the reference's, is
     also its first warm-up call; ``warmup`` more follow before timing. A builder that raises
@@ -182,10 +199,16 @@ def run_case(
     operations: dict[str, Operation] = {}
     results: dict[str, ContestantResult] = {}
     outputs: dict[str, torch.Tensor] = {}
+    limits: dict[str, int] = {}
     for name, build in builders.items():
         try:
             operation = build()
+            start = time.perf_counter()
             outputs[name] = operation()
+            synchronize(device)
+            first = time.perf_counter() - start
+            if budget_s is not None and first * (warmup + repeats) > budget_s:
+                limits[name] = max(1, min(repeats, int(budget_s // first)))
             operations[name] = operation
             results[name] = ContestantResult(name, "ok")
         except ContestantUnavailable as exc:
@@ -196,7 +219,8 @@ def run_case(
         for name, output in outputs.items():
             results[name].agreement = compare(output, outputs[reference], tolerance)
     outputs.clear()
-    for name, timing in time_interleaved(operations, warmup, repeats, device).items():
+    timings = time_interleaved(operations, warmup, repeats, device, limits)
+    for name, timing in timings.items():
         results[name].timing = timing
     return CaseResult(label, params, [results[name] for name in builders])
 

@@ -254,8 +254,10 @@ def run_ig_case(
     rule: str,
     warmup: int,
     repeats: int,
+    budget_s: float | None = None,
 ) -> CaseResult:
-    """Build the named contestants on one setting, check them against captum, time them."""
+    """Build the named contestants on one setting, check them against captum, time them
+    (``budget_s``: see :func:`benchmarks.harness.run_case`)."""
     builders = {
         name: partial(CONTESTANTS[name], net, obs, columns, n_steps, rule) for name in contestants
     }
@@ -266,4 +268,6 @@ def run_ig_case(
         "n_steps": n_steps,
         "rule": rule,
     }
-    return run_case(label, params, builders, "captum", TOLERANCE, warmup, repeats, obs.device)
+    return run_case(
+        label, params, builders, "captum", TOLERANCE, warmup, repeats, obs.device, budget_s
+    )

@@ -19,6 +19,12 @@ def _sci(value: float) -> str:
     return f"{value:.1e}"
 
 
+def _extra(value: float | None) -> str:
+    if value is None or value != value:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _agreement_cells(agreement: Agreement | None, reference: str, name: str) -> list[str]:
     if agreement is None:
         return ["-", "-", "-"]
@@ -31,10 +37,14 @@ def _agreement_cells(agreement: Agreement | None, reference: str, name: str) -> 
 def render_table(result: BenchmarkResult) -> list[str]:
     """One markdown table: a row per (case, contestant), a ratio column per contestant."""
     names = list(dict.fromkeys(c.name for case in result.cases for c in case.contestants))
+    extras = list(
+        dict.fromkeys(k for case in result.cases for c in case.contestants for k in c.extras)
+    )
     multi_case = len(result.cases) > 1
     header = ["case"] if multi_case else []
     header += ["contestant", "median ms", "min-max ms"]
     header += [f"/ {peer}" for peer in names]
+    header += extras
     header += ["max abs err", "max rel err", "agrees"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for case in result.cases:
@@ -50,6 +60,7 @@ def render_table(result: BenchmarkResult) -> list[str]:
                 for peer in names:
                     ratio = t.median_s / medians[peer] if peer in medians else None
                     row.append("-" if ratio is None else f"{ratio:.2f}")
+            row += [_extra(contestant.extras.get(key)) for key in extras]
             row += _agreement_cells(contestant.agreement, result.reference, contestant.name)
             lines.append("| " + " | ".join(row) + " |")
     return lines
