@@ -1,5 +1,5 @@
 """Evaluation callbacks for TorchRL trainers and plain training loops."""
 
-from tdhook_rl.callbacks.evaluation import InterpretabilityCallback
+from tdhook_rl.callbacks.evaluation import InterpretabilityCallback, ProbeSpec
 
-__all__ = ["InterpretabilityCallback"]
+__all__ = ["InterpretabilityCallback", "ProbeSpec"]

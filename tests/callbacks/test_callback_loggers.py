@@ -1,0 +1,99 @@
+"""``logger=``: a TorchRL logger instance, a backend name built on first use, or ``None``; a
+backend whose package is missing fails at construction with a one-line message."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from torchrl.record.loggers import CSVLogger
+
+from tdhook_rl.attribution import Saliency
+from tdhook_rl.callbacks import InterpretabilityCallback
+from tdhook_rl.targets import ActionLogProb
+
+from models import PointMassEnv, gaussian_actor
+
+
+def make_callback(tmp_path, **kwargs):
+    args = dict(
+        targets={"policy": ActionLogProb()},
+        method=Saliency(abs=False),
+        every_frames=1000,
+        eval_steps=10,
+        log_dir=tmp_path,
+        figures_every=0,
+    )
+    args.update(kwargs)
+    return InterpretabilityCallback(PointMassEnv(), gaussian_actor(action_dim=1), **args)
+
+
+def read_csv(path):
+    return [
+        (int(step), float(value))
+        for step, value in (line.split(",") for line in path.read_text().splitlines())
+    ]
+
+
+def test_csv_by_name_writes_every_scalar_at_its_step(tmp_path):
+    callback = make_callback(tmp_path, logger="csv")
+    assert not any(tmp_path.iterdir())  # the logger is built on first use, not before
+    for frames in (500, 1000, 1500, 2000):
+        callback(None, frames)
+    assert len(callback.history) == 2
+    scalars_dir = tmp_path / "tdhook_rl" / "scalars"
+    names = [k for k in callback.history[0] if k != "frames"]
+    assert "tdhook/overhead_fraction" in names and "eval/return" in names
+    for name in names:
+        expected = [(int(h["frames"]), h[name]) for h in callback.history]
+        assert read_csv(scalars_dir / f"{name}.csv") == expected, name
+
+
+def test_a_logger_instance_is_used_as_given(tmp_path):
+    logger = CSVLogger("mine", log_dir=str(tmp_path / "elsewhere"))
+    callback = make_callback(tmp_path, logger=logger)
+    assert callback.logger is logger
+    scalars = callback(None, 1000)
+    logged = read_csv(tmp_path / "elsewhere" / "mine" / "scalars" / "eval" / "return.csv")
+    assert logged == [(1000, scalars["eval/return"])]
+    assert not (tmp_path / "tdhook_rl").exists()
+
+
+def test_no_logger_logs_nothing_but_returns_and_keeps_the_scalars(tmp_path):
+    callback = make_callback(tmp_path, logger=None)
+    scalars = callback(None, 1000)
+    assert callback.logger is None
+    assert scalars["eval/return"] == callback.history[-1]["eval/return"]
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("backend", ["tensorboard", "wandb"])
+def test_a_missing_backend_fails_at_construction_with_one_line(tmp_path, backend):
+    if importlib.util.find_spec(backend) is not None:
+        pytest.skip(f"`{backend}` is installed here, so its absence cannot be tested")
+    message = (
+        f"InterpretabilityCallback(logger='{backend}') needs the `{backend}` package: "
+        f"pip install {backend}"
+    )
+    with pytest.raises(ImportError) as info:
+        make_callback(tmp_path, logger=backend)
+    assert str(info.value) == message
+    assert info.value.name == backend
+    assert not any(tmp_path.iterdir())
+
+
+def test_tensorboard_by_name_writes_event_files(tmp_path):
+    pytest.importorskip("tensorboard", reason="the `tensorboard` package is not installed")
+    callback = make_callback(tmp_path, logger="tensorboard")
+    callback(None, 1000)
+    callback.logger.experiment.flush()
+    assert list((tmp_path / "tdhook_rl").glob("events.out.tfevents.*"))
+
+
+def test_an_unknown_logger_is_rejected(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"one of \['csv', 'tensorboard', 'wandb'\], got 'neptune'"
+    ):
+        make_callback(tmp_path, logger="neptune")
+    with pytest.raises(TypeError, match="got int"):
+        make_callback(tmp_path, logger=42)
