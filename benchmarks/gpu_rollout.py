@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from benchmarks.harness import (
@@ -91,8 +93,23 @@ def _policy(name: str, module, targets, device: torch.device):
             raise ContestantUnavailable("CUDA graphs need a CUDA device")
         from tensordict.nn import CudaGraphModule
 
-        policy = CudaGraphModule(policy, warmup=2)
+        policy = _GraphedPolicy(policy, CudaGraphModule(policy, warmup=2))
     return policy
+
+
+class _GraphedPolicy(TensorDictModuleBase):
+    """A ``CudaGraphModule`` as a one-argument TensorDict policy for ``env.rollout`` (which
+    refuses ``CudaGraphModule``'s ``*args`` signature); the replay's static output buffers
+    are copied out, since the next replay overwrites them."""
+
+    def __init__(self, module: TensorDictModuleBase, graphed: Any) -> None:
+        super().__init__()
+        self.in_keys = list(module.in_keys)
+        self.out_keys = list(module.out_keys)
+        self.graphed = graphed
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        return tensordict.update(self.graphed(tensordict).select(*self.out_keys).clone())
 
 
 def _builder(name: str, env, module, targets, steps: int, seed: int, device, peaks: dict):

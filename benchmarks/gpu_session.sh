@@ -4,6 +4,8 @@
 # mujoco-torch, gymnasium, chess, ...) and this repository into /tmp/site, then run the CUDA
 # tests, the GPU benchmarks and a short Connect Four training on the GPU, writing logs and
 # RESULTS.md/results.json into OUT. Run from the repository root: bash benchmarks/gpu_session.sh OUT
+# (GPU_TIME_BUDGET: seconds after which gpu_rollout starts no new case, default 130;
+# GPU_TRAIN=0 skips the training run)
 set -u
 OUT=$(realpath -m "${1:-gpu-out}")
 mkdir -p "$OUT"
@@ -27,9 +29,9 @@ stamp() { echo "[$(date +%T)] $*"; }
   timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu -rs 2>&1 | tee "$OUT/tests_gpu.log" | tail -25
   stamp benchmarks
   timeout 270 python3 -m benchmarks run --device cuda --only multi_target_ig --only ig_memory \
-    --only gpu_rollout --time-budget 130 --output-dir "$OUT" 2>&1 | tail -20
+    --only gpu_rollout --time-budget "${GPU_TIME_BUDGET:-130}" --output-dir "$OUT" 2>&1 | tail -20
   stamp connect-four training
-  timeout 60 python3 -m tdhook_rl.agents.connect_four.train --device cuda --iterations 15 \
+  [ "${GPU_TRAIN:-1}" = 0 ] || timeout 60 python3 -m tdhook_rl.agents.connect_four.train --device cuda --iterations 15 \
     --games 200 --out /tmp/c4 2>&1 | tail -15 | tee "$OUT/c4_train.log"
   stamp end
 } 2>&1 | tee "$OUT/session.log"

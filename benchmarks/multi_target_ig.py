@@ -13,6 +13,8 @@ from benchmarks.models import actor_critic, observations
 
 NAME = "multi_target_ig"
 CONTESTANTS = ("captum", "tdhook", "tdhook-loop", "floor", "floor-jvp", "tdhook_rl")
+# on a GPU also: reverse mode (the cheaper floor there) and a captured CUDA graph
+GPU_CONTESTANTS = (*CONTESTANTS, "tdhook_rl-reverse", "tdhook_rl-cudagraph")
 BATCH = 64
 GPU_BATCHES = (64, 1024)
 BUDGET_S = 10.0  # per contestant and case: slow peers are timed fewer times
@@ -32,14 +34,16 @@ def run(config: RunConfig) -> BenchmarkResult:
     warmup, repeats = (0, 5) if config.quick else (2, 15)
     net = actor_critic(OBS_SHAPE, N_LOGITS, HIDDEN, seed=config.seed, device=config.device)
     columns = list(range(N_LOGITS + 1))
-    batches = GPU_BATCHES if config.device.type == "cuda" else (BATCH,)
+    on_gpu = config.device.type == "cuda"
+    batches = GPU_BATCHES if on_gpu else (BATCH,)
+    contestants = GPU_CONTESTANTS if on_gpu else CONTESTANTS
     cases = []
     for batch in batches:
         obs = observations(batch, OBS_SHAPE, seed=config.seed + 1, device=config.device)
         label = "17 targets" if len(batches) == 1 else f"17 targets, batch {batch}"
         cases.append(
             run_ig_case(
-                label, net, obs, columns, CONTESTANTS, N_STEPS, RULE, warmup, repeats, BUDGET_S
+                label, net, obs, columns, contestants, N_STEPS, RULE, warmup, repeats, BUDGET_S
             )
         )
     return BenchmarkResult(
@@ -87,5 +91,8 @@ CONTESTANT_NOTES = (
     " passes because the observation is smaller than the number of targets.",
     "`tdhook_rl`: one `thr.Attributed(actor_critic, IntegratedGradients(n_steps=50,"
     " rule='gausslegendre', baseline=0.0), inputs=['observation'], targets={...})` call"
-    " with 16 `Index('logits', i)` targets and `'state_value'`.",
+    " with 16 `Index('logits', i)` targets and `'state_value'` (strategy `auto`: forward"
+    " mode here, 9 features < 17 targets).",
+    "GPU only: `tdhook_rl-reverse` (`strategy='reverse'`) and `tdhook_rl-cudagraph` (the"
+    " `auto` module wrapped in `tensordict.nn.CudaGraphModule`, replayed per call).",
 )

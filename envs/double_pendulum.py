@@ -33,6 +33,7 @@ import torch
 from torchrl.envs import (
     ClipTransform,
     Compose,
+    DeviceCastTransform,
     DoubleToFloat,
     GymWrapper,
     ObservationNorm,
@@ -191,7 +192,8 @@ def make_double_pendulum(
             None}`` a policy was trained with (a shipped agent carries them, e.g.
             ``tdhook_rl.agents.load("double_pendulum").obs_norm``); ``None`` leaves the
             observation raw.
-        device: device of the TensorDicts the env returns.
+        device: device of the TensorDicts the env returns (the simulator itself runs on the
+            CPU; a ``DeviceCastTransform`` moves the data).
         seed: seeds the env (copy ``i`` of a batched env gets ``seed + i``); ``None`` does not
             seed.
         simulator_state: write ``"qpos"``, ``"qvel"`` and ``"tip_height"`` at every step.
@@ -222,8 +224,14 @@ def make_double_pendulum(
         gym_env = vector_cls(
             [make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.DISABLED
         )
-    base = GymWrapper(gym_env, device=device)
+    # Gymnasium steps on the CPU: the wrapper stays there and a DeviceCastTransform moves
+    # every TensorDict to ``device`` (and actions back). A GymWrapper built directly on a CUDA
+    # device fails at the first partial reset (torchrl 0.14 calls ``.numpy()`` on the CUDA
+    # reset mask).
+    base = GymWrapper(gym_env, device="cpu")
     transforms: list = [DoubleToFloat()]
+    if device.type != "cpu":
+        transforms.append(DeviceCastTransform(device, orig_device=torch.device("cpu")))
     if obs_norm is not None:
         transforms += _norm_transforms(obs_norm, device)
     transforms.append(StepCounter())
