@@ -92,7 +92,7 @@ def own_bytes() -> int:
 
 def run(config: RunConfig) -> BenchmarkResult:
     """Import times (``repeats`` fresh processes each) and installed sizes."""
-    repeats = 3 if config.quick else 9
+    repeats = 2 if config.quick else 9
     samples: dict[str, list[float]] = {m: [] for m in MODULES}
     import_seconds("tdhook_rl")  # warm the file system cache and the bytecode caches
     for r in range(repeats):

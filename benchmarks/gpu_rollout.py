@@ -100,7 +100,8 @@ def _policy(name: str, module, targets, device: torch.device):
 class _GraphedPolicy(TensorDictModuleBase):
     """A ``CudaGraphModule`` as a one-argument TensorDict policy for ``env.rollout`` (which
     refuses ``CudaGraphModule``'s ``*args`` signature); the replay's static output buffers
-    are copied out, since the next replay overwrites them."""
+    are copied out (and unlocked: the static output is a locked TensorDict), since the next
+    replay overwrites them."""
 
     def __init__(self, module: TensorDictModuleBase, graphed: Any) -> None:
         super().__init__()
@@ -109,7 +110,8 @@ class _GraphedPolicy(TensorDictModuleBase):
         self.graphed = graphed
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        return tensordict.update(self.graphed(tensordict).select(*self.out_keys).clone())
+        out = self.graphed(tensordict).select(*self.out_keys).clone()
+        return tensordict.update(out.unlock_())
 
 
 def _builder(name: str, env, module, targets, steps: int, seed: int, device, peaks: dict):
@@ -162,7 +164,8 @@ def _case(env_name: str, copies: int, names, config: RunConfig, quick: bool) -> 
 
 
 def run(config: RunConfig) -> BenchmarkResult:
-    """All copies and contestants on ``config.device``; compiled variants at the first size.
+    """All copies and contestants on ``config.device``; compiled variants at the first size
+    (``config.quick``: Connect Four only).
 
     ``config.time_budget_s`` (if set) skips the cases that would start after it ran out.
     """
@@ -173,6 +176,10 @@ def run(config: RunConfig) -> BenchmarkResult:
     for env_name in ENVS:  # the cheap board game first; a time budget cuts the pendulum's sizes
         for i, copies in enumerate(sizes):
             names = EAGER + COMPILED if (i == 0 and on_gpu) else EAGER
+            if config.quick and env_name != "connect_four":
+                skipped = [ContestantResult(n, "skipped", "not run with --quick") for n in names]
+                cases.append(CaseResult(f"{env_name}, {copies} copies", {}, skipped))
+                continue
             budget = config.time_budget_s
             if budget is not None and time.perf_counter() - start > budget:
                 skipped = [ContestantResult(n, "skipped", "out of time budget") for n in names]

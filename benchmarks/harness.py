@@ -130,6 +130,7 @@ def time_interleaved(
     repeats: int,
     device: torch.device,
     limits: Mapping[str, int] | None = None,
+    errors: dict[str, str] | None = None,
 ) -> dict[str, Timing]:
     """Time each operation ``repeats`` times after ``warmup`` calls, interleaving them.
 
@@ -137,25 +138,36 @@ def time_interleaved(
     slow drift of the machine (another job, frequency scaling) spreads over all
     contestants instead of landing on whichever ran last. ``limits[name]`` caps the timed
     calls of a slow contestant (it then skips the extra warm-up: its first call was one).
+    An operation that raises is dropped from the timing; its message goes into ``errors``.
     """
     names = list(operations)
     limits = dict(limits or {})
+    failed: dict[str, str] = {}
     for _ in range(warmup):
         for name in names:
-            if name not in limits:
-                operations[name]()
+            if name not in limits and name not in failed:
+                try:
+                    operations[name]()
+                except Exception as exc:
+                    failed[name] = f"{type(exc).__name__} in warm-up: {exc}"
     synchronize(device)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            if len(samples[name]) >= limits.get(name, repeats):
+            if name in failed or len(samples[name]) >= limits.get(name, repeats):
                 continue
             start = time.perf_counter()
-            operations[name]()
-            synchronize(device)
+            try:
+                operations[name]()
+                synchronize(device)
+            except Exception as exc:  # one broken contestant never stops the others
+                failed[name] = f"{type(exc).__name__} while timed: {exc}"
+                continue
             samples[name].append(time.perf_counter() - start)
-    return {name: Timing(s) for name, s in samples.items()}
+    if errors is not None:
+        errors.update(failed)
+    return {name: Timing(s) for name, s in samples.items() if name not in failed}
 
 
 def compare(actual: torch.Tensor, reference: torch.Tensor, tolerance: Tolerance) -> Agreement:
@@ -219,7 +231,11 @@ def run_case(
         for name, output in outputs.items():
             results[name].agreement = compare(output, outputs[reference], tolerance)
     outputs.clear()
-    timings = time_interleaved(operations, warmup, repeats, device, limits)
+    errors: dict[str, str] = {}
+    timings = time_interleaved(operations, warmup, repeats, device, limits, errors)
+    for name, message in errors.items():
+        results[name].status = "error"
+        results[name].note = message
     for name, timing in timings.items():
         results[name].timing = timing
     return CaseResult(label, params, [results[name] for name in builders])

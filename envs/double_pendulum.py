@@ -224,17 +224,19 @@ def make_double_pendulum(
         gym_env = vector_cls(
             [make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.DISABLED
         )
-    # Gymnasium steps on the CPU: the wrapper stays there and a DeviceCastTransform moves
-    # every TensorDict to ``device`` (and actions back). A GymWrapper built directly on a CUDA
-    # device fails at the first partial reset (torchrl 0.14 calls ``.numpy()`` on the CUDA
-    # reset mask).
-    base = GymWrapper(gym_env, device="cpu")
+    # Gymnasium steps on the CPU: the wrapper stays there and a final DeviceCastTransform
+    # moves every TensorDict to ``device`` (and actions back). A GymWrapper built directly on
+    # a CUDA device fails at the first partial reset (torchrl 0.14 calls ``.numpy()`` on the
+    # CUDA reset mask); TransformedEnv keeps the other transforms' buffers on the base env's
+    # device, so the normalization runs on the CPU, before the cast.
+    cpu = torch.device("cpu")
+    base = GymWrapper(gym_env, device=cpu)
     transforms: list = [DoubleToFloat()]
-    if device.type != "cpu":
-        transforms.append(DeviceCastTransform(device, orig_device=torch.device("cpu")))
     if obs_norm is not None:
-        transforms += _norm_transforms(obs_norm, device)
+        transforms += _norm_transforms(obs_norm, cpu)
     transforms.append(StepCounter())
+    if device != cpu:
+        transforms.append(DeviceCastTransform(device, orig_device=cpu))
     env = TransformedEnv(base, Compose(*transforms))
     if seed is not None:
         env.set_seed(seed)

@@ -33,10 +33,22 @@ def test_quick_suite_writes_results(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     text = (tmp_path / "RESULTS.md").read_text()
     names = {b["name"] for b in results["benchmarks"]}
-    assert {"multi_target_ig", "ig_sweep", "in_rollout"} <= names
+    assert {
+        "multi_target_ig",
+        "ig_sweep",
+        "in_rollout",
+        "gpu_rollout",
+        "ig_memory",
+        "footprint",
+    } <= names
     for bench in results["benchmarks"]:
         assert f"`{bench['name']}`" in text
         for case in bench["cases"]:
             for contestant in case["contestants"]:
-                if contestant["status"] == "ok":
+                # footprint has no outputs to compare (agreement None)
+                if contestant["status"] == "ok" and contestant["agreement"] is not None:
                     assert contestant["agreement"]["passed"], (bench["name"], contestant)
+    footprint = next(b for b in results["benchmarks"] if b["name"] == "footprint")
+    rows = {c["name"]: c for c in footprint["cases"][0]["contestants"]}
+    assert rows["tdhook_rl"]["extras"]["own MiB"] > 0
+    assert rows["tdhook_rl"]["extras"]["runtime deps MiB"] > rows["tdhook_rl"]["extras"]["own MiB"]

@@ -170,6 +170,11 @@ class InterpretabilityCallback:
             :attr:`history`). A name whose package is missing raises ``ImportError`` here.
         log_dir: where a logger built from a name and the figures go.
         figures_every: save figures every this many evaluations (0: never).
+        max_overhead: the bound on the callback's cost: an evaluation that falls due while
+            the evaluations so far have taken more than this fraction of the wall time
+            since the clock started is put off to a later call (counted in ``deferred``),
+            so over a run the fraction stays near the bound (it can exceed it by at most
+            one evaluation's time); ``None``: evaluate whenever due.
 
     Attributes:
         history: one dict of scalars per evaluation, with ``"frames"``.
@@ -212,9 +217,14 @@ class InterpretabilityCallback:
         logger: Logger | str | None = "csv",
         log_dir: str | Path = "tdhook_rl_logs",
         figures_every: int = 5,
+        max_overhead: float | None = 0.25,
     ) -> None:
         if every_frames < 1 or eval_steps < 1:
             raise ValueError("every_frames and eval_steps must be positive")
+        if max_overhead is not None and not 0.0 < max_overhead < 1.0:
+            raise ValueError(f"max_overhead must be in (0, 1) or None, got {max_overhead!r}")
+        self.max_overhead = max_overhead
+        self.deferred = 0  # calls at which a due evaluation was put off by max_overhead
         self.env = env
         self.module = module
         self.targets = dict(targets)
@@ -261,6 +271,9 @@ class InterpretabilityCallback:
         self.start()
         if not (force or self.due(frames)):
             return None
+        if not force and self.max_overhead is not None and self.over_budget():
+            self.deferred += 1
+            return None
         scalars = self.evaluate(policy, frames)
         start = time.perf_counter()
         logger = self.logger
@@ -269,6 +282,11 @@ class InterpretabilityCallback:
                 logger.log_scalar(name, value, step=frames)
         self._cost += time.perf_counter() - start
         return scalars
+
+    def over_budget(self) -> bool:
+        """Whether evaluating now would start while the evaluations so far have taken more
+        than ``max_overhead`` of the wall time since the clock started."""
+        return self.max_overhead is not None and self.overhead_fraction > self.max_overhead
 
     @property
     def overhead_fraction(self) -> float:
@@ -429,6 +447,9 @@ class InterpretabilityCallback:
             self._frames += batch.numel()
             frames = self._frames
         if not self.due(frames):
+            return None
+        if self.over_budget():
+            self.deferred += 1
             return None
         return self.evaluate(None, frames)
 

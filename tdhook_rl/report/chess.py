@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from tdhook_rl.attributed import DELTA_KEY, Attributed
 from tdhook_rl.attribution import AttributionMethod
-from tdhook_rl.report.common import attribution_method, top_entries
+from tdhook_rl.report.common import attribution_method, finish, top_entries
 from tdhook_rl.report.writer import ReportWriter
 from tdhook_rl.targets import ActionLogProb
 
@@ -299,16 +299,7 @@ def explain_chess(
         _tables(report, rows, summary, method)
         bar.update()
         summary["positions"] = rows
-        summary["wall_seconds"] = time.perf_counter() - start
-        report.paragraph(
-            f"{len(rows)} positions, {summary['wall_seconds']:.1f} s. Made with tdhook_rl.",
-            css="meta",
-        )
-        report.numbers.update(summary)
-        path = report.publish()
-        bar.update()
-        bar.close()
-        return path, summary
+        return finish(report, summary, start, f"{len(rows)} positions", bar), summary
     except BaseException:
         report.discard()
         raise

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from tdhook_rl.attribution import AttributionMethod, resolve_method
 
-__all__ = ["attribution_method", "top_entries"]
+__all__ = ["attribution_method", "finish", "top_entries"]
 
 
 def attribution_method(name: str, n_steps: int) -> AttributionMethod:
@@ -43,3 +46,17 @@ def top_entries(values: torch.Tensor, names: Sequence[str], k: int) -> list[tupl
         raise ValueError(f"{len(names)} names for {flat.numel()} values")
     order = flat.abs().argsort(descending=True, stable=True)[:k]
     return [(names[i], float(flat[i])) for i in order.tolist()]
+
+
+def finish(report: Any, summary: dict[str, Any], start: float, what: str, bar: Any) -> Path:
+    """Closes a job: wall time into ``summary``, a closing line, the numbers into
+    ``summary.json``, then publishes the folder (``report``: a
+    :class:`~tdhook_rl.report.writer.ReportWriter`; ``what``: the line's first words, e.g.
+    ``"8 positions"``; ``bar``: the job's progress bar, advanced and closed)."""
+    summary["wall_seconds"] = time.perf_counter() - start
+    report.paragraph(f"{what}, {summary['wall_seconds']:.1f} s. Made with tdhook_rl.", css="meta")
+    report.numbers.update(summary)
+    path = report.publish()
+    bar.update()
+    bar.close()
+    return path

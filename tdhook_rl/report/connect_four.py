@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from tdhook_rl.attributed import DELTA_KEY, Attributed
 from tdhook_rl.attribution import AttributionMethod
-from tdhook_rl.report.common import attribution_method, top_entries
+from tdhook_rl.report.common import attribution_method, finish, top_entries
 from tdhook_rl.report.writer import ReportWriter
 from tdhook_rl.targets import ActionLogProb
 
@@ -246,17 +246,8 @@ def explain_connect_four(
         _report(report, moves, rows, maps, results, opts, connect_four_heatmaps, method)
         bar.update()
         summary["moves"] = rows
-        summary["wall_seconds"] = time.perf_counter() - start
-        report.paragraph(
-            f"{opts.games} games, {len(rows)} agent moves, {summary['wall_seconds']:.1f} s. "
-            "Made with tdhook_rl.",
-            css="meta",
-        )
-        report.numbers.update(summary)
-        path = report.publish()
-        bar.update()
-        bar.close()
-        return path, summary
+        what = f"{opts.games} games, {len(rows)} agent moves"
+        return finish(report, summary, start, what, bar), summary
     except BaseException:
         report.discard()
         raise

@@ -19,7 +19,7 @@ from tdhook_rl.evaluate import intervention_effect
 from tdhook_rl.interventions import Ablate
 from tdhook_rl.latent.probes import fit_probes, randomized_copy
 from tdhook_rl.latent.recorded import Recorded
-from tdhook_rl.report.common import attribution_method
+from tdhook_rl.report.common import attribution_method, finish
 from tdhook_rl.report.writer import ReportWriter
 from tdhook_rl.targets import ActionLogProb
 
@@ -119,17 +119,8 @@ def explain_double_pendulum(
                 report, agent, actor_sites, names, summary, opts, progress, intervention_effects
             )
         bar.update()
-        summary["wall_seconds"] = time.perf_counter() - start
-        report.paragraph(
-            f"{summary['transitions']} transitions, {opts.envs} environment copies, "
-            f"{summary['wall_seconds']:.1f} s. Made with tdhook_rl.",
-            css="meta",
-        )
-        report.numbers.update(summary)
-        path = report.publish()
-        bar.update()
-        bar.close()
-        return path, summary
+        what = f"{summary['transitions']} transitions, {opts.envs} environment copies"
+        return finish(report, summary, start, what, bar), summary
     except BaseException:
         report.discard()
         raise

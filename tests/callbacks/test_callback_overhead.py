@@ -4,6 +4,7 @@ the first call, checked on a fake clock: training steps take 7 s, each evaluatio
 from __future__ import annotations
 
 import types
+from typing import Any
 
 import pytest
 
@@ -22,18 +23,16 @@ class FakeClock:
         return self.now
 
 
-@pytest.mark.parametrize("started", [False, True], ids=["first-call", "start()"])
-def test_overhead_fraction_is_eval_seconds_over_wall_time_since_the_start(
-    tmp_path, monkeypatch, started
-):
+def slow_callback(monkeypatch, eval_seconds: float, **kwargs) -> tuple[FakeClock, Any]:
+    """A callback on a fake clock whose evaluation rollouts take ``eval_seconds``."""
     clock = FakeClock()
     monkeypatch.setattr(evaluation, "time", types.SimpleNamespace(perf_counter=clock))
     env = PointMassEnv()
     rollout = env.rollout
 
-    def slow_rollout(*args, **kwargs):
-        clock.now += 3.0
-        return rollout(*args, **kwargs)
+    def slow_rollout(*args, **kw):
+        clock.now += eval_seconds
+        return rollout(*args, **kw)
 
     monkeypatch.setattr(env, "rollout", slow_rollout)
     callback = InterpretabilityCallback(
@@ -43,9 +42,17 @@ def test_overhead_fraction_is_eval_seconds_over_wall_time_since_the_start(
         method=Saliency(),
         every_frames=1000,
         eval_steps=10,
-        log_dir=tmp_path,
         figures_every=0,
+        **kwargs,
     )
+    return clock, callback
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["first-call", "start()"])
+def test_overhead_fraction_is_eval_seconds_over_wall_time_since_the_start(
+    tmp_path, monkeypatch, started
+):
+    clock, callback = slow_callback(monkeypatch, 3.0, log_dir=tmp_path, max_overhead=None)
     clock.now += 50.0  # set-up before the loop does not count
     assert callback.overhead_fraction == 0.0
     if started:
@@ -66,3 +73,29 @@ def test_overhead_fraction_is_eval_seconds_over_wall_time_since_the_start(
         pytest.approx((3.0, 9 / (t0 + 51))),
     ]
     assert callback.overhead_fraction == pytest.approx(9 / (t0 + 58))
+
+
+def test_max_overhead_defers_evaluations_to_keep_the_cost_bounded(tmp_path, monkeypatch):
+    """Evaluations of 30 s every 1000 frames against 7 s training iterations of 500 frames
+    would cost 30 / (30 + 14) = 68% of the wall time; a 25% bound defers them."""
+    clock, callback = slow_callback(monkeypatch, 30.0, logger=None, max_overhead=0.25)
+    callback.start()
+    evaluated = []
+    for frames in range(0, 40_001, 500):
+        # replays the rule: due, and the cost so far at most 25% of the elapsed time
+        expected = callback.due(frames) and not (
+            callback._cost > 0.25 * (clock.now - callback._clock)
+        )
+        if callback(None, frames) is not None:
+            evaluated.append(frames)
+        assert (evaluated[-1:] == [frames]) == expected
+        clock.now += 7.0
+    assert callback.deferred > 0
+    # the fraction stays within one evaluation of the bound: 30 s over the elapsed time
+    elapsed = clock.now - callback._clock
+    assert callback.overhead_fraction <= 0.25 + 30.0 / elapsed
+    assert len(evaluated) < 40  # 40 would be due without the bound
+    with pytest.raises(ValueError, match="max_overhead"):
+        InterpretabilityCallback(
+            PointMassEnv(), gaussian_actor(action_dim=1), targets={}, max_overhead=1.5
+        )

@@ -31,6 +31,7 @@ def make_callback(tmp_path, env=None, **kwargs):
         eval_steps=30,
         probes=ProbeSpec(SITES, LABELS, held_out=0.25, alpha=ALPHA, seed=3),
         log_dir=tmp_path,
+        max_overhead=None,  # exact firing frames: no time-based deferral
         figures_every=0,
     )
     args.update(kwargs)

@@ -28,6 +28,7 @@ def make_callback(tmp_path, **kwargs):
         eval_steps=25,
         feature_names=NAMES,
         log_dir=tmp_path,
+        max_overhead=None,  # exact firing frames: no time-based deferral
         figures_every=1,
     )
     args.update(kwargs)
@@ -85,6 +86,7 @@ def test_registered_on_a_torchrl_trainer(tmp_path):
         every_frames=400,
         eval_steps=20,
         log_dir=tmp_path,
+        max_overhead=None,  # exact firing frames: no time-based deferral
         figures_every=0,
     )
     callback.register(trainer)
