@@ -92,7 +92,7 @@ def _builder(name: str, seed: int, batches: int) -> Callable[[], Callable[[], to
 
 def run(config: RunConfig) -> BenchmarkResult:
     """Collect ``batches`` batches of 512 frames per timed call with each contestant."""
-    warmup, repeats, batches = (0, 3, 2) if config.quick else (1, 7, 4)
+    warmup, repeats, batches = (0, 3, 2) if config.quick else (1, 11, 4)
     names = ("plain", "recorded-3-sites", "saliency-2-heads", "ig16-2-heads")
     builders = {n: _builder(n, config.seed, batches) for n in names}
     tolerance = Tolerance(atol_scaled=0.0, rtol=0.0)  # actions must be identical
