@@ -115,3 +115,21 @@ def test_bad_arguments():
         make_double_pendulum(obs_norm={"loc": torch.zeros(8), "scale": torch.ones(8)})
     with pytest.raises(ValueError, match="positive"):
         make_double_pendulum(obs_norm={"loc": torch.zeros(9), "scale": torch.zeros(9)})
+
+
+def test_another_device_is_reached_by_a_final_device_cast():
+    """Gymnasium stays on the CPU; a last DeviceCastTransform moves the data (a GymWrapper on
+    CUDA fails at partial resets, and TransformedEnv would keep the normalization buffers on
+    the base env's device). ``meta`` stands in for a GPU: only the structure is checked here;
+    tests/gpu runs it on CUDA."""
+    from torchrl.envs import DeviceCastTransform, ObservationNorm
+
+    norm = {"loc": torch.zeros(9), "scale": torch.ones(9), "clip": None}
+    env = make_double_pendulum(2, obs_norm=norm, device="meta")
+    assert env.base_env.device == torch.device("cpu")
+    assert isinstance(env.transform[-1], DeviceCastTransform)
+    assert env.transform[-1].device == torch.device("meta")
+    (obs_norm,) = [t for t in env.transform if isinstance(t, ObservationNorm)]
+    assert obs_norm.loc.device == torch.device("cpu")
+    plain = make_double_pendulum(2, obs_norm=norm)
+    assert not any(isinstance(t, DeviceCastTransform) for t in plain.transform)
