@@ -15,7 +15,7 @@ import torch
 
 from benchmarks import footprint, gpu_rollout, ig_memory, ig_sweep, in_rollout, multi_target_ig
 from benchmarks.harness import BenchmarkResult, RunConfig, environment
-from benchmarks.report import write_reports
+from benchmarks.report import from_json, render_markdown, write_reports
 
 BENCHMARKS: dict[str, Callable[[RunConfig], BenchmarkResult]] = {
     multi_target_ig.NAME: multi_target_ig.run,
@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         help="keep glibc's default malloc settings (see _reexec_with_malloc_settings)",
     )
     commands.add_parser("list", help="list the benchmarks")
+    render = commands.add_parser(
+        "render", help="rewrite RESULTS.md from a saved results.json (same run, same numbers)"
+    )
+    render.add_argument("results", type=Path, help="a results.json written by `run`")
+    render.add_argument(
+        "--output", type=Path, default=None, help="default: RESULTS.md beside the JSON"
+    )
     return parser
 
 
@@ -95,6 +102,12 @@ def main(argv: list[str] | None = None, reexec: bool = False) -> int:
     args = _parser().parse_args(argv)
     if reexec and args.command == "run" and not args.system_malloc:
         _reexec_with_malloc_settings(argv)
+    if args.command == "render":
+        results, env, command = from_json(args.results.read_text(encoding="utf-8"))
+        markdown = args.output or args.results.with_name("RESULTS.md")
+        markdown.write_text(render_markdown(results, env, command), encoding="utf-8")
+        print(f"[benchmarks] wrote {markdown}")
+        return 0
     if args.command == "list":
         for name, function in BENCHMARKS.items():
             doc = (function.__module__ and sys.modules[function.__module__].__doc__) or ""

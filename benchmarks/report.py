@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Agreement, BenchmarkResult, Timing
+from benchmarks.harness import (
+    Agreement,
+    BenchmarkResult,
+    CaseResult,
+    ContestantResult,
+    Timing,
+    Tolerance,
+)
 
 
 def _ms(seconds: float) -> str:
@@ -17,6 +24,17 @@ def _ms(seconds: float) -> str:
 
 def _sci(value: float) -> str:
     return f"{value:.1e}"
+
+
+def _paired(timing: Timing | None, reference: Timing | None) -> str:
+    """Median over rounds of this contestant's time over the reference's in the same round
+    (the calls are interleaved, so a slow spell of the machine hits both sides of a pair)."""
+    if timing is None or reference is None or len(timing.samples_s) != len(reference.samples_s):
+        return "-"
+    ratios = sorted(a / b for a, b in zip(timing.samples_s, reference.samples_s, strict=True))
+    mid = len(ratios) // 2
+    median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    return f"{median:.2f}"
 
 
 def _extra(value: float | None) -> str:
@@ -45,10 +63,12 @@ def render_table(result: BenchmarkResult) -> list[str]:
     header += ["contestant", "median ms", "min-max ms"]
     header += [f"/ {peer}" for peer in names]
     header += extras
+    header += [f"paired / {result.reference}"]
     header += ["max abs err", "max rel err", "agrees"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for case in result.cases:
         medians = {c.name: c.timing.median_s for c in case.contestants if c.timing is not None}
+        reference = next((c for c in case.contestants if c.name == result.reference), None)
         for contestant in case.contestants:
             row = [case.label] if multi_case else []
             row.append(f"`{contestant.name}`")
@@ -61,6 +81,7 @@ def render_table(result: BenchmarkResult) -> list[str]:
                     ratio = t.median_s / medians[peer] if peer in medians else None
                     row.append("-" if ratio is None else f"{ratio:.2f}")
             row += [_extra(contestant.extras.get(key)) for key in extras]
+            row.append(_paired(contestant.timing, reference.timing if reference else None))
             row += _agreement_cells(contestant.agreement, result.reference, contestant.name)
             lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -119,7 +140,9 @@ def render_markdown(results: Sequence[BenchmarkResult], env: dict[str, Any], com
         " then `repeats` timed times, interleaved round by round with the other contestants;"
         " the table gives the median and the range of the timed calls. A `/ peer` column is"
         " this row's median divided by that peer's median: below 1 means faster than the"
-        " peer. Errors compare the attributions, shaped [targets, batch, *obs], with the"
+        " peer; `paired / reference` is the median, over rounds, of this row's time divided by"
+        " the reference's time in the same round (steadier when the machine's speed drifts)."
+        " Errors compare the attributions, shaped [targets, batch, *obs], with the"
         " reference contestant's; `max rel err` is max |a - ref| / max |ref|.",
         "",
     ]
@@ -220,3 +243,43 @@ def write_reports(
     markdown.write_text(render_markdown(results, env, command), encoding="utf-8")
     raw.write_text(to_json(results, env, command), encoding="utf-8")
     return markdown, raw
+
+
+def from_json(text: str) -> tuple[list[BenchmarkResult], dict[str, Any], str]:
+    """The inverse of :func:`to_json`: results, environment and command of a saved run."""
+    payload = json.loads(text)
+
+    def contestant(c: dict[str, Any]) -> ContestantResult:
+        timing = Timing(c["timing"]["samples_s"]) if c.get("timing") else None
+        agreement = None
+        if c.get("agreement"):
+            a = c["agreement"]
+            nan = float("nan")
+            agreement = Agreement(
+                *(nan if a[k] is None else a[k] for k in ("max_abs_error", "max_rel_error")),
+                nan if a["scale"] is None else a["scale"],
+                a["passed"],
+                a.get("shape_ok", True),
+            )
+        return ContestantResult(
+            c["name"], c["status"], c.get("note", ""), timing, agreement, c.get("extras", {})
+        )
+
+    results = [
+        BenchmarkResult(
+            name=b["name"],
+            title=b["title"],
+            description=b["description"],
+            settings=b["settings"],
+            reference=b["reference"],
+            tolerance=Tolerance(**b["tolerance"]),
+            cases=[
+                CaseResult(c["label"], c["params"], [contestant(x) for x in c["contestants"]])
+                for c in b["cases"]
+            ],
+            notes=b.get("notes", []),
+            focus=b.get("focus"),
+        )
+        for b in payload["benchmarks"]
+    ]
+    return results, payload["environment"], payload["command"]

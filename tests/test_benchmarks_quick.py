@@ -52,3 +52,16 @@ def test_quick_suite_writes_results(tmp_path):
     rows = {c["name"]: c for c in footprint["cases"][0]["contestants"]}
     assert rows["tdhook_rl"]["extras"]["own MiB"] > 0
     assert rows["tdhook_rl"]["extras"]["runtime deps MiB"] > rows["tdhook_rl"]["extras"]["own MiB"]
+
+    # `render` rebuilds the same report from the raw numbers
+    (tmp_path / "RESULTS.md").unlink()
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks", "render", str(tmp_path / "results.json")],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    rendered = (tmp_path / "RESULTS.md").read_text()
+    for bench in results["benchmarks"]:
+        assert f"`{bench['name']}`" in rendered
+    assert "paired / captum" in rendered
