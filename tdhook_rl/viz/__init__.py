@@ -7,13 +7,8 @@ matplotlib is imported lazily, on the first plot.
 """
 
 from tdhook_rl.viz.attribution import attribution_over_time, feature_shares
-from tdhook_rl.viz.boards import (
-    board_heatmap,
-    chess_heatmaps,
-    chess_square_map,
-    connect_four_heatmap,
-    connect_four_heatmaps,
-)
+from tdhook_rl.viz.chess_board import board_heatmap, chess_heatmaps, chess_square_map
+from tdhook_rl.viz.connect_four_board import connect_four_heatmap, connect_four_heatmaps
 from tdhook_rl.viz.latent import intervention_effects, probe_scores
 
 __all__ = [
