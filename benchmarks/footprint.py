@@ -36,12 +36,6 @@ def import_seconds(module: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _folder_bytes(folder: Path) -> int:
-    return sum(
-        p.stat().st_size for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-    )
-
-
 def _dist_bytes(dist: md.Distribution) -> int:
     total = 0
     for file in dist.files or []:
@@ -75,19 +69,15 @@ def runtime_closure(root: str = "tdhook-rl") -> list[md.Distribution]:
 
 
 def own_bytes() -> int:
-    """Installed size of tdhook_rl's own packages (the mapped folders of an editable install)."""
-    total = 0
+    """Installed size of tdhook_rl's own packages: the files under ``tdhook_rl`` and its
+    mapped ``envs``/``agents`` folders, each counted once (they nest in a wheel install)."""
+    files: set[Path] = set()
     for package in ("tdhook_rl", "tdhook_rl.envs", "tdhook_rl.agents"):
         spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            continue
-        folder = Path(spec.origin).parent
-        total += _folder_bytes(folder)
-        if package == "tdhook_rl":  # the mapped subpackages may live inside it (wheel install)
-            for sub in ("envs", "agents"):
-                if (folder / sub).is_dir():
-                    total -= _folder_bytes(folder / sub)
-    return total
+        if spec is not None and spec.origin is not None:
+            folder = Path(spec.origin).parent
+            files |= {p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    return sum(p.stat().st_size for p in files)
 
 
 def run(config: RunConfig) -> BenchmarkResult:

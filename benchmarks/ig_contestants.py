@@ -213,12 +213,13 @@ def build_tdhook_rl(
     rule: str,
     strategy: str = "auto",
     cuda_graph: bool = False,
+    chunk_size: int | None = None,
 ) -> Operation:
     """tdhook_rl: one ``Attributed`` module explaining every target in one call.
 
-    ``strategy`` is ``Attributed``'s; ``cuda_graph`` wraps it in tensordict's
-    ``CudaGraphModule`` (captured after 2 eager calls, then replayed: no per-kernel launch
-    cost on the host)."""
+    ``strategy`` is ``Attributed``'s, ``chunk_size`` the method's; ``cuda_graph`` wraps it in
+    tensordict's ``CudaGraphModule`` (captured after 2 eager calls, then replayed: no
+    per-kernel launch cost on the host)."""
     if cuda_graph and obs.device.type != "cuda":
         raise ContestantUnavailable("CUDA graphs need a CUDA device")
     try:
@@ -235,7 +236,7 @@ def build_tdhook_rl(
         targets[name] = "state_value" if column == net.n_logits else Index("logits", column)
     explained = attributed(
         net.td_module,
-        IntegratedGradients(n_steps=n_steps, rule=rule, baseline=0.0),
+        IntegratedGradients(n_steps=n_steps, rule=rule, baseline=0.0, chunk_size=chunk_size),
         inputs=["observation"],
         targets=targets,
         strategy=strategy,

@@ -18,6 +18,7 @@ import sys
 import torch
 
 from benchmarks.harness import BenchmarkResult, RunConfig, Tolerance, run_case
+from benchmarks.ig_contestants import build_tdhook_rl
 from benchmarks.models import actor_critic, observations
 
 NAME = "ig_memory"
@@ -31,24 +32,12 @@ TOLERANCE = Tolerance(atol_scaled=1e-5, rtol=1e-4)
 
 
 def _job(batch: int, n_steps: int, chunk: int | None, device: torch.device, seed: int = 0):
-    """The attribution call as a zero-argument function returning [targets, batch, 9]."""
-    import tdhook_rl as thr
-    from tdhook_rl.attribution import IntegratedGradients
-    from tdhook_rl.targets import Index
-
+    """The attribution call (``multi_target_ig``'s tdhook_rl contestant with ``chunk_size``)
+    as a zero-argument function returning [targets, batch, 9]."""
     net = actor_critic((9,), N_LOGITS, HIDDEN, seed=seed, device=device)
     obs = observations(batch, (9,), seed=seed + 1, device=device)
-    targets = {f"logit{i}": Index("logits", i) for i in range(N_LOGITS)}
-    targets["value"] = "state_value"
-    method = IntegratedGradients(n_steps, "gausslegendre", 0.0, chunk_size=chunk)
-    explained = thr.Attributed(net.td_module, method, inputs=["observation"], targets=targets)
-    from tensordict import TensorDict
-
-    def call() -> torch.Tensor:
-        td = explained(TensorDict(observation=obs, batch_size=[batch], device=device))
-        return torch.stack([td["attribution", t, "observation"] for t in targets])
-
-    return call
+    columns = list(range(N_LOGITS + 1))
+    return build_tdhook_rl(net, obs, columns, n_steps, "gausslegendre", chunk_size=chunk)
 
 
 def _rss_bytes() -> int:

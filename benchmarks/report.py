@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,8 @@ def _paired(timing: Timing | None, reference: Timing | None) -> str:
     (the calls are interleaved, so a slow spell of the machine hits both sides of a pair)."""
     if timing is None or reference is None or len(timing.samples_s) != len(reference.samples_s):
         return "-"
-    ratios = sorted(a / b for a, b in zip(timing.samples_s, reference.samples_s, strict=True))
-    mid = len(ratios) // 2
-    median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
-    return f"{median:.2f}"
+    ratios = [a / b for a, b in zip(timing.samples_s, reference.samples_s, strict=True)]
+    return f"{statistics.median(ratios):.2f}"
 
 
 def _extra(value: float | None) -> str:

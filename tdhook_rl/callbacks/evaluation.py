@@ -202,7 +202,7 @@ class InterpretabilityCallback:
         self.start()
         if not (force or self.due(frames)):
             return None
-        if not force and self.max_overhead is not None and self.over_budget():
+        if not force and self.over_budget():
             self.deferred += 1
             return None
         scalars = self.evaluate(policy, frames)

@@ -41,14 +41,6 @@ MAX_SCORE_ERROR = 0.2
 HAS_STOCKFISH = shutil.which("stockfish") is not None or Path("/usr/games/stockfish").exists()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def agent() -> ActorValueOperator:
     return load()

@@ -25,14 +25,6 @@ MIN_WINS_TAKEN = 0.8
 MIN_BLOCKS_MADE = 0.7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def agent() -> ActorValueOperator:
     return load()

@@ -21,15 +21,6 @@ QUICK_STEPS = 300
 QUICK_MIN_RETURN = 2_500  # both quick episodes must balance for ~270 of 300 steps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matmuls under CPU contention are ~10x slower with two torch threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def agent() -> DoublePendulumAgent:
     return load()

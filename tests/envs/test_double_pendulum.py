@@ -16,15 +16,6 @@ from tdhook_rl.envs.double_pendulum import (
 POLE = 0.6  # length of each pole in Gymnasium's inverted_double_pendulum.xml
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matmuls under CPU contention are ~10x slower with two torch threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def fake_norm(clip: float | None = 5.0) -> dict:
     gen = torch.Generator().manual_seed(0)
     loc = torch.randn(9, generator=gen) * 0.1

@@ -34,14 +34,6 @@ _MISSING = _mujoco_torch_missing()
 needs_mujoco_torch = pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _initial_states(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Starting states near upright, within Gymnasium's reset range, away from the rail ends."""
     g = torch.Generator().manual_seed(0)
