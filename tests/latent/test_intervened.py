@@ -10,6 +10,7 @@ from torchrl.collectors import MultiSyncCollector
 import tdhook_rl as thr
 from tdhook_rl.interventions import Ablate, Clamp, Patch, Steer, steering_vector
 
+from collector_helpers import shutdown_collector
 from models import OBS, actor_critic_mlp, make_double_pendulum, shared_trunk_actor_critic
 
 H1 = "module.0.module.1"  # the actor's first Tanh: module.0.module = Linear, Tanh, Linear, ...
@@ -173,7 +174,7 @@ def test_inside_multi_sync_collector():
     try:
         batch = next(iter(collector)).reshape(-1)
     finally:
-        collector.shutdown()
+        shutdown_collector(collector)
     assert torch.all(batch["hidden"][:, :2] == 0)
     ac = shared_trunk_actor_critic()
     hidden = ac[0](batch.select("observation").clone())["hidden"]

@@ -12,6 +12,7 @@ from torchrl.collectors import Collector, MultiSyncCollector
 import tdhook_rl as thr
 from tdhook_rl.attribution import IntegratedGradients
 
+from collector_helpers import shutdown_collector
 from models import (
     OBS,
     actor_critic_mlp,
@@ -29,7 +30,11 @@ SITES = {
 
 
 def no_hooks(module: torch.nn.Module) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in module.modules())
+    """No hook and no shadowed ``forward`` left on any submodule."""
+    return all(
+        not m._forward_hooks and not m._forward_pre_hooks and "forward" not in m.__dict__
+        for m in module.modules()
+    )
 
 
 def test_activations_match_a_slow_recomputation(batch_shape):
@@ -111,6 +116,38 @@ def test_records_the_real_call_around_an_attributed_module():
     assert out["attribution", "value", "observation"].shape == (5, OBS)
 
 
+def test_nested_recorders_share_the_root_and_carried_over_activations_are_refreshed():
+    """Two wrappers under one root keep each other's entries; a TensorDict that still holds
+    the previous step's activations (a collector's carrier) gets this step's."""
+    module = actor_critic_mlp()
+    outer = thr.Recorded(thr.Recorded(module, {"h1": SITES["actor_h1"]}), {"h2": SITES["actor_h2"]})
+    single = thr.Recorded(module, SITES)
+    td = TensorDict(observation=torch.randn(4, OBS), batch_size=[4])
+    for recorder, names in ((outer, {"h1": "actor_h1", "h2": "actor_h2"}), (single, None)):
+        out = recorder(td.clone())
+        for _ in range(2):  # the second call sees the first call's activations
+            out["observation"] = torch.randn(4, OBS)
+            out = recorder(out)
+            fresh = single(TensorDict(observation=out["observation"], batch_size=[4]))
+            for name, site in (names or {n: n for n in SITES}).items():
+                torch.testing.assert_close(out["activations", name], fresh["activations", site])
+            assert set(out["activations"].keys()) == set(names or SITES)
+    assert no_hooks(module)
+
+
+def test_activations_are_detached_under_grad_and_follow_the_tensordict_device():
+    recorded = thr.Recorded(actor_critic_mlp(), SITES)
+    out = recorded(TensorDict(observation=torch.randn(3, OBS), batch_size=[3]))
+    assert not any(v.requires_grad for v in out["activations"].values())
+    from tdhook_rl.latent.recorded import _as_tensordict
+
+    values = {"a": torch.ones(3, 2)}
+    moved = _as_tensordict(values, torch.Size([3]), torch.device("meta"))
+    assert moved.device.type == "meta" and moved["a"].device.type == "meta"
+    kept = _as_tensordict(values, torch.Size([3]), None)
+    assert kept["a"] is values["a"] and kept.batch_size == (3,)
+
+
 def test_env_rollout_and_collectors():
     env = make_double_pendulum()
     sites = {"trunk": "module.0.module.1"}
@@ -120,7 +157,7 @@ def test_env_rollout_and_collectors():
     policy = thr.Recorded(shared_trunk_actor_critic(), sites)
     collector = Collector(make_double_pendulum, policy, frames_per_batch=16, total_frames=16)
     batch = next(iter(collector))
-    collector.shutdown()
+    shutdown_collector(collector)
     assert batch["activations", "trunk"].shape == (16, 32)
     collector = MultiSyncCollector(
         [make_double_pendulum] * 2, policy, frames_per_batch=20, total_frames=20
@@ -128,6 +165,6 @@ def test_env_rollout_and_collectors():
     try:
         batch = next(iter(collector)).reshape(-1)
     finally:
-        collector.shutdown()
+        shutdown_collector(collector)
     trunk = shared_trunk_actor_critic()[0]
     torch.testing.assert_close(batch["activations", "trunk"], trunk(batch.clone())["hidden"])
