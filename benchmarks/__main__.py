@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None, reexec: bool = False) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: CUDA is not available on this machine", file=sys.stderr)
         return 2
+    try:  # before any timing, not after minutes of it
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"--output-dir {args.output_dir}: {exc.strerror}", file=sys.stderr)
+        return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     config = RunConfig(

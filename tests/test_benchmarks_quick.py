@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quick_suite_writes_results(tmp_path):
+    out = tmp_path / "not" / "yet"  # created by the run
     run = subprocess.run(
         [
             sys.executable,
@@ -22,7 +23,7 @@ def test_quick_suite_writes_results(tmp_path):
             "--threads",
             "1",
             "--output-dir",
-            str(tmp_path),
+            str(out),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -30,8 +31,8 @@ def test_quick_suite_writes_results(tmp_path):
         timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    text = (tmp_path / "RESULTS.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    text = (out / "RESULTS.md").read_text()
     names = {b["name"] for b in results["benchmarks"]}
     assert {
         "multi_target_ig",
@@ -54,14 +55,23 @@ def test_quick_suite_writes_results(tmp_path):
     assert rows["tdhook_rl"]["extras"]["runtime deps MiB"] > rows["tdhook_rl"]["extras"]["own MiB"]
 
     # `render` rebuilds the same report from the raw numbers
-    (tmp_path / "RESULTS.md").unlink()
+    (out / "RESULTS.md").unlink()
     subprocess.run(
-        [sys.executable, "-m", "benchmarks", "render", str(tmp_path / "results.json")],
+        [sys.executable, "-m", "benchmarks", "render", str(out / "results.json")],
         cwd=ROOT,
         check=True,
         capture_output=True,
     )
-    rendered = (tmp_path / "RESULTS.md").read_text()
+    rendered = (out / "RESULTS.md").read_text()
     for bench in results["benchmarks"]:
         assert f"`{bench['name']}`" in rendered
     assert "paired / captum" in rendered
+
+
+def test_unusable_output_dir_fails_before_any_timing(tmp_path, capsys):
+    from benchmarks.__main__ import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["run", "--only", "in_rollout", "--output-dir", str(blocker / "sub")]) == 2
+    assert "--output-dir" in capsys.readouterr().err

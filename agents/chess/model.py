@@ -35,6 +35,7 @@ from torch import nn
 from torchrl.data import Categorical
 from torchrl.modules import ActorValueOperator, MaskedCategorical, ProbabilisticActor
 
+from tdhook_rl.agents._checkpoint import read_checkpoint
 from tdhook_rl.envs.chess import N_ACTIONS, N_MOVE_CODES, PLANES
 
 __all__ = [
@@ -214,14 +215,12 @@ def load(device: torch.device | str = "cpu", checkpoint: str | Path | None = Non
         >>> td["attribution", "win", "observation"].shape
         torch.Size([18, 8, 8])
     """
-    path = CHECKPOINT if checkpoint is None else Path(checkpoint)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no chess checkpoint at {path}; train one with "
-            "`python -m tdhook_rl.agents.chess.train` (data: `python -m "
-            "tdhook_rl.agents.chess.data`, needs Stockfish)."
-        )
-    saved = torch.load(path, map_location=device, weights_only=True)
+    saved = read_checkpoint(
+        CHECKPOINT if checkpoint is None else Path(checkpoint),
+        device,
+        "`python -m tdhook_rl.agents.chess.train` (data: `python -m "
+        "tdhook_rl.agents.chess.data`, needs Stockfish).",
+    )
     agent = make_agent(saved["config"], device=device)
     state = {k: v.float() for k, v in saved["state_dict"].items()}
     agent.load_state_dict(state)

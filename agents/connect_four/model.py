@@ -28,6 +28,7 @@ from torch import nn
 from torchrl.data import Categorical
 from torchrl.modules import ActorValueOperator, MaskedCategorical, ProbabilisticActor
 
+from tdhook_rl.agents._checkpoint import read_checkpoint
 from tdhook_rl.envs.connect_four import COLUMNS, ROWS
 
 __all__ = [
@@ -148,13 +149,11 @@ def load(device: torch.device | str = "cpu", checkpoint: str | Path | None = Non
         >>> td["attribution", "win", "observation"].shape
         torch.Size([8, 3, 6, 7])
     """
-    path = CHECKPOINT if checkpoint is None else Path(checkpoint)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no Connect Four checkpoint at {path}; train one with "
-            "`python -m tdhook_rl.agents.connect_four.train`."
-        )
-    saved = torch.load(path, map_location=device, weights_only=True)
+    saved = read_checkpoint(
+        CHECKPOINT if checkpoint is None else Path(checkpoint),
+        device,
+        "`python -m tdhook_rl.agents.connect_four.train`.",
+    )
     agent = make_agent(saved["config"], device=device)
     agent.load_state_dict(saved["state_dict"])
     return agent.eval()

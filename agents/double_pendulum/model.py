@@ -35,6 +35,7 @@ from torchrl.data import Bounded
 from torchrl.envs import TransformedEnv
 from torchrl.modules import ActorValueOperator, ProbabilisticActor, TanhNormal, ValueOperator
 
+from tdhook_rl.agents._checkpoint import read_checkpoint
 from tdhook_rl.envs.double_pendulum import FEATURE_NAMES, make_double_pendulum
 
 __all__ = [
@@ -270,12 +271,7 @@ def load(
         torch.Size([100])
     """
     path = Path(checkpoint) if checkpoint is not None else CHECKPOINT
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}; train one with "
-            "`python -m tdhook_rl.agents.double_pendulum.train`"
-        )
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = read_checkpoint(path, device, "`python -m tdhook_rl.agents.double_pendulum.train`.")
     config = state["config"]
     if config.get("arch", "separate") != "separate":
         raise ValueError(
