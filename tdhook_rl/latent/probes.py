@@ -23,15 +23,8 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
 from tdhook_rl.core.keys import as_key, key_tuple
-from tdhook_rl.latent.linear_probes import (
-    LogisticProbe,
-    RidgeProbe,
-    _ClassCounts,
-    _ClassScore,
-    _Moments,
-    _Scaler,
-    _standardize,
-)
+from tdhook_rl.latent._statistics import _ClassCounts, _ClassScore, _Moments, _Scaler, _standardize
+from tdhook_rl.latent.linear_probes import LogisticProbe, RidgeProbe
 from tdhook_rl.latent.splits import (
     LabelSpec,
     episode_ids,

@@ -24,8 +24,8 @@ class Recorded(TransparentWrapper):
     Each site's activation is written, detached, under ``(out_key, name)``; its leading
     dimensions are the TensorDict's batch dimensions, so a rollout holds ``[T, *batch, *f]``.
     Each site is intercepted only during the call and restored afterwards, also on
-    exceptions; nothing is left on the module. When a hooked submodule runs several times in one call (a
-    shared trunk called by two heads), the first call is recorded.
+    exceptions; nothing is left on the module. When a recorded submodule runs several times
+    in one call (a shared trunk called by two heads), the first call is recorded.
 
     Args:
         module: any TensorDict module.
