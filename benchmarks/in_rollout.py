@@ -70,9 +70,9 @@ class _CarryThreeEntries(TensorDictModuleBase):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         out = self.module(tensordict)
         batch = out.batch_size
-        if batch not in self._ready:
-            zeros = {n: torch.zeros(*batch, HIDDEN) for n in self.names}
-            self._ready[batch] = TensorDict(zeros, batch_size=batch)
+        if batch not in self._ready:  # on the output's device, as Recorded writes them
+            zeros = {n: torch.zeros(*batch, HIDDEN, device=out.device) for n in self.names}
+            self._ready[batch] = TensorDict(zeros, batch_size=batch, device=out.device)
         out.set("activations", self._ready[batch].copy())
         return out
 
@@ -87,13 +87,13 @@ def _wrap(name: str, module: TensorDictSequential):
         return module
     if name == "carry-3-entries":
         return _CarryThreeEntries(module)
-    if name == "recorded-3-sites":
+    if name.startswith("recorded-3-sites"):
         sites = [
             "module.0.module.0.module.0.1",
             "module.0.module.0.module.0.3",
             "module.1.module.1",
         ]
-        return thr.Recorded(module, sites)
+        return thr.Recorded(module, sites, packed=name.endswith("packed"))
     method = Saliency(abs=False) if name == "saliency-2-heads" else IntegratedGradients(16)
     return thr.Attributed(module, method, inputs=["observation"], targets=targets)
 
@@ -102,19 +102,26 @@ def _policy(name: str, seed: int):
     return _wrap(name, actor_critic(seed))
 
 
+def _unpack_of(policy) -> Callable[[TensorDictBase], TensorDictBase] | None:
+    """``Recorded.unpack`` for a packed recorder (its per-batch cost is part of the run)."""
+    return policy.unpack if getattr(policy, "packed", False) else None
+
+
 def _collector_builder(
     name: str, seed: int, batches: int
 ) -> Callable[[], Callable[[], torch.Tensor]]:
     def build():
         from tdhook_rl.envs.double_pendulum import make_double_pendulum
 
+        policy = _policy(name, seed)
         collector = Collector(
             lambda: make_double_pendulum(ENVS, seed=seed),
-            _policy(name, seed),
+            policy,
             frames_per_batch=FRAMES_PER_BATCH,
             total_frames=-1,
             exploration_type=ExplorationType.DETERMINISTIC,
             auto_register_policy_transforms=False,
+            postproc=_unpack_of(policy),
         )
         iterator = iter(collector)
 
@@ -132,10 +139,11 @@ def _rollout_builder(name: str, seed: int, steps: int) -> Callable[[], Callable[
 
         env = make_double_pendulum(ENVS, seed=seed)
         policy = _policy(name, seed)
+        unpack = _unpack_of(policy) or (lambda data: data)
 
         def rollout() -> torch.Tensor:
             with set_exploration_type(ExplorationType.DETERMINISTIC):
-                data = env.rollout(steps, policy, break_when_any_done=False)
+                data = unpack(env.rollout(steps, policy, break_when_any_done=False))
             return data["action"].reshape(-1)
 
         return rollout
@@ -143,7 +151,7 @@ def _rollout_builder(name: str, seed: int, steps: int) -> Callable[[], Callable[
     return build
 
 
-RECORDING = ("plain", "recorded-3-sites", "carry-3-entries")
+RECORDING = ("plain", "recorded-3-sites", "recorded-3-sites-packed", "carry-3-entries")
 ATTRIBUTION = ("plain", "saliency-2-heads", "ig16-2-heads")
 
 
@@ -167,7 +175,7 @@ def run(config: RunConfig) -> BenchmarkResult:
         ),
         (
             f"env.rollout: {steps} steps x {ENVS} copies per call",
-            {n: _rollout_builder(n, seed, steps) for n in RECORDING[:2] + ATTRIBUTION[1:]},
+            {n: _rollout_builder(n, seed, steps) for n in RECORDING[:3] + ATTRIBUTION[1:]},
             *((0, 2) if quick else (1, 15)),
         ),
     ]
@@ -201,15 +209,18 @@ def run(config: RunConfig) -> BenchmarkResult:
         cases=cases,
         notes=[
             "`recorded-3-sites`: `Recorded` on both hidden layers of the actor and the critic's"
-            " first hidden layer.",
+            ' first hidden layer, each written under `("activations", site)`.',
+            "`recorded-3-sites-packed`: the same with `packed=True` (one [8, 768] entry per step,"
+            " split per site by `Recorded.unpack` as the collector's `postproc` or after"
+            " `env.rollout`, included in the time).",
             "`saliency-2-heads`, `ig16-2-heads`: `Attributed` with targets `ActionLogProb()` and"
             " `state_value`, `Saliency(abs=False)` or `IntegratedGradients(n_steps=16)`.",
             "Agreement: the collected actions, compared exactly with the plain run's.",
             "`carry-3-entries`: the plain module plus three ready-made zero [8, 256] entries"
-            " under `activations` (a shallow copy of one prebuilt TensorDict per call): what"
+            " under `activations` (a shallow copy of one prebuilt TensorDict on the output's"
+            " device per call, as `Recorded` writes them): what"
             " TorchRL charges for carrying three more policy outputs of that size (its"
             " `step_mdp`, the partial-reset `where`, the batch stacking), with no recording."
-            " `recorded-3-sites` over it is `Recorded`'s own cost (about 28 us per call in"
-            " isolation).",
+            " `recorded-3-sites` over it is `Recorded`'s own cost.",
         ],
     )

@@ -175,6 +175,11 @@ def _site_names(data: Any, sites: Sequence[str] | None, root: tuple[str, ...], w
             f"{what} must be a TensorDict or a torchrl ReplayBuffer, got {type(data).__name__}"
         )
     acts = peek.get(root, None)
+    if isinstance(acts, torch.Tensor):
+        raise TypeError(
+            f"the activations under {root!r} in the {what} are packed into one tensor "
+            "(Recorded(..., packed=True)): split them per site with recorded.unpack(data) first"
+        )
     if not isinstance(acts, TensorDictBase):
         raise KeyError(
             f"the {what} has no activations under {root!r}: record them with "

@@ -34,6 +34,13 @@ class Recorded(TransparentWrapper):
             ``ModuleSite(path, io="input")`` for its input), or a key written inside a
             ``TensorDictSequential`` (``KeySite(key)`` or the key itself).
         out_key: the root key of the recorded activations.
+        packed: write all sites as one ``[*batch, F]`` tensor under ``out_key`` (each site
+            flattened, in ``sites`` order) instead of one entry per site, and read them back
+            with :meth:`unpack` (zero-copy views). TorchRL copies every entry of the
+            rollout TensorDict from one step to the next and again on each partial reset,
+            so one entry costs less to carry than several: for long collection runs (in
+            ``Collector(..., postproc=recorded.unpack)`` or ``recorded.unpack(env.rollout(...))``).
+            Every site must have the same dtype.
 
     Examples:
         >>> import torch
@@ -45,6 +52,15 @@ class Recorded(TransparentWrapper):
         >>> td = recorded(TensorDict(observation=torch.randn(5, 4), batch_size=[5]))
         >>> td["activations", "hidden"].shape
         torch.Size([5, 8])
+
+        Packed, for collection runs:
+
+        >>> packed = Recorded(policy, {"hidden": "module.1", "logits": "module.2"}, packed=True)
+        >>> td = packed(TensorDict(observation=torch.randn(5, 4), batch_size=[5]))
+        >>> td["activations"].shape
+        torch.Size([5, 10])
+        >>> packed.unpack(td)["activations", "logits"].shape
+        torch.Size([5, 2])
     """
 
     def __init__(
@@ -53,6 +69,7 @@ class Recorded(TransparentWrapper):
         sites: Mapping[str, SiteSpec] | Sequence[SiteSpec],
         *,
         out_key: NestedKey = "activations",
+        packed: bool = False,
     ) -> None:
         super().__init__(module)
         if not isinstance(sites, Mapping):
@@ -65,9 +82,15 @@ class Recorded(TransparentWrapper):
                 raise TypeError(f"site names must be non-empty strings, got {name!r}")
             self.sites[name] = resolve_site(module, spec)
         self.out_key = as_key(out_key, "out_key")
+        self.packed = bool(packed)
+        if self.packed:
+            _check_no_packed_below(module, self.out_key)
         self.in_keys = list(module.in_keys)
         root = key_tuple(self.out_key)
-        self.out_keys = list(module.out_keys) + [(*root, name) for name in self.sites]
+        if self.packed:
+            self.out_keys = [*module.out_keys, self.out_key]
+        else:
+            self.out_keys = list(module.out_keys) + [(*root, name) for name in self.sites]
 
     def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
         if inside_functional_transform():
@@ -88,6 +111,9 @@ class Recorded(TransparentWrapper):
             value = _checked(name, site, value, batch)
             # under no_grad (collectors, env.rollout) there is nothing to detach from
             values[name] = value.detach() if value.requires_grad else value
+        if self.packed:
+            out.set(self.out_key, self._pack(values, batch, out.get(self.out_key, None)))
+            return out
         existing = out.get(self.out_key, None)
         if existing is None or all(key in values for key in existing.keys()):
             # one sub-TensorDict write instead of one nested set per site; it replaces the
@@ -96,6 +122,92 @@ class Recorded(TransparentWrapper):
         else:  # another wrapper writes under the same root: keep its entries
             existing.update(values)
         return out
+
+    @property
+    def layout(self) -> dict[str, torch.Size] | None:
+        """``{name: feature shape}`` of the packed layout, known after the first call."""
+        return self.__dict__.get("_layout")
+
+    def _pack(
+        self, values: dict[str, torch.Tensor], batch: torch.Size, existing: Any
+    ) -> torch.Tensor:
+        if isinstance(existing, TensorDictBase):
+            raise ValueError(
+                f"{self.out_key!r} already holds per-site activations (another Recorded); "
+                "give the packed Recorded its own out_key."
+            )
+        nb = len(batch)
+        shapes = [value.shape[nb:] for value in values.values()]
+        layout = self.__dict__.get("_layout")
+        if layout is None:
+            dtypes = {name: value.dtype for name, value in values.items()}
+            if len(set(dtypes.values())) > 1:
+                raise TypeError(
+                    f"packed=True needs every site in one dtype, got {dtypes}; record them "
+                    "with packed=False or in separate Recorded wrappers."
+                )
+            layout = dict(zip(values, shapes, strict=True))
+            self.__dict__["_layout"] = layout
+            self.__dict__["_layout_shapes"] = shapes
+        if shapes != self.__dict__["_layout_shapes"]:
+            changed = zip(values, shapes, strict=True)
+            name, shape = next((n, s) for n, s in changed if s != layout[n])
+            raise ValueError(
+                f"site {name!r} gives features of shape {tuple(shape)}, but the packed layout "
+                f"fixed at the first call is {tuple(layout[name])}; record sites whose shape "
+                "changes with packed=False."
+            )
+        flat = [value.reshape(*batch, -1) for value in values.values()]
+        return torch.cat(flat, dim=-1) if len(flat) > 1 else flat[0]
+
+    def unpack(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Returns a shallow copy of ``tensordict`` with the packed activations split per site.
+
+        ``(out_key, name)`` holds each site's activation with its own feature shape, as views
+        of the packed tensor (no copy). The input is not modified, so this serves as a
+        collector's ``postproc``. Data that is already unpacked is returned as it is. Where
+        this wrapper has not run (its copy ran in a collector's worker process), the layout is
+        learnt by running the module once on the first element of ``tensordict``.
+
+        Examples:
+            >>> import torch
+            >>> from tensordict import TensorDict
+            >>> from tensordict.nn import TensorDictModule
+            >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh())
+            >>> rec = Recorded(TensorDictModule(net, ["observation"], ["h"]), ["module.1"],
+            ...                packed=True)
+            >>> data = rec(TensorDict(observation=torch.randn(3, 4), batch_size=[3]))
+            >>> rec.unpack(data)["activations", "module.1"].shape
+            torch.Size([3, 8])
+        """
+        if not self.packed:
+            raise ValueError("unpack() is for Recorded(..., packed=True); this one is not")
+        packed = tensordict.get(self.out_key, None)
+        if packed is None:
+            raise KeyError(f"no recorded activations under {self.out_key!r} to unpack")
+        if isinstance(packed, TensorDictBase):
+            return tensordict
+        layout = self.__dict__.get("_layout") or self._learn_layout(tensordict)
+        width = sum(shape.numel() for shape in layout.values())
+        if packed.shape[-1] != width:
+            raise ValueError(
+                f"{self.out_key!r} has {packed.shape[-1]} features per element, the layout "
+                f"{dict(layout)} has {width}: this data was not recorded by this wrapper."
+            )
+        lead = packed.shape[:-1]
+        values, start = {}, 0
+        for name, shape in layout.items():
+            values[name] = packed.narrow(-1, start, shape.numel()).reshape(*lead, *shape)
+            start += shape.numel()
+        out = tensordict.copy()
+        out.set(self.out_key, TensorDict(values, batch_size=tensordict.batch_size))
+        return out
+
+    def _learn_layout(self, tensordict: TensorDictBase) -> dict[str, torch.Size]:
+        first = tensordict[(0,) * tensordict.batch_dims].select(*self.in_keys, strict=False)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            self(first)
+        return self.__dict__["_layout"]
 
     def _module_sites(self) -> list[tuple[str, ModuleSite, nn.Module]]:
         """``(name, site, submodule)`` of the module sites, looked up once and cached."""
@@ -116,6 +228,17 @@ class Recorded(TransparentWrapper):
 
     def _extra_repr_items(self) -> dict[str, Any]:
         return {"sites": self.sites}
+
+
+def _check_no_packed_below(module: nn.Module, out_key: NestedKey) -> None:
+    """Two packed wrappers on one key would overwrite each other: refuse at construction."""
+    while isinstance(module, TransparentWrapper):
+        if isinstance(module, Recorded) and module.packed and module.out_key == out_key:
+            raise ValueError(
+                f"the wrapped module already packs its activations under {out_key!r}; "
+                "give this Recorded another out_key."
+            )
+        module = module.wrapped
 
 
 def _site_name(spec: SiteSpec) -> str:

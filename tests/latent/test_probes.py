@@ -329,6 +329,9 @@ def test_missing_site_lists_the_recorded_ones():
         fit_probes(rollout(), ["trnk"], {"x": ("observation", 0)})
     with pytest.raises(KeyError, match=r"no activations under \('acts',\)"):
         fit_probes(rollout(), None, {"x": ("observation", 0)}, activation_key="acts")
+    packed = rollout().set("activations", torch.zeros(3, 40, 5))
+    with pytest.raises(TypeError, match=r"packed into one tensor.*recorded\.unpack\(data\)"):
+        fit_probes(packed, None, {"x": ("observation", 0)})
 
 
 def test_mismatched_batch_shapes():
