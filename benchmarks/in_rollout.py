@@ -166,7 +166,7 @@ def run(config: RunConfig) -> BenchmarkResult:
         (
             f"Collector, recording: {FRAMES_PER_BATCH} frames per call",
             {n: _collector_builder(n, seed, 1) for n in RECORDING},
-            *((0, 3) if quick else (2, 41)),
+            *((0, 3) if quick else (2, 81)),
         ),
         (
             f"Collector, attribution: {(1 if quick else 4) * FRAMES_PER_BATCH} frames per call",
