@@ -38,9 +38,9 @@ class Recorded(TransparentWrapper):
             flattened, in ``sites`` order) instead of one entry per site, and read them back
             with :meth:`unpack` (zero-copy views). TorchRL copies every entry of the
             rollout TensorDict from one step to the next and again on each partial reset,
-            so one entry costs less to carry than several: for long collection runs (in
-            ``Collector(..., postproc=recorded.unpack)`` or ``recorded.unpack(env.rollout(...))``).
-            Every site must have the same dtype.
+            and one entry costs less to carry than several: use it for long collection runs,
+            with ``Collector(..., postproc=recorded.unpack)`` or
+            ``recorded.unpack(env.rollout(...))``. Every site must have the same dtype.
 
     Examples:
         >>> import torch
