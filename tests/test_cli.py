@@ -53,6 +53,8 @@ def test_explain_default_agent_on_a_reduced_budget(tmp_path, capsys):
     assert page.count("data:image/png;base64,") == 4
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("report: ") and "transitions" in line
+    worst = min(summary["ablations"], key=lambda r: r["change"])
+    assert f"largest return change {worst['change']:+.0f} (ablating {worst['name']})" in line
     assert not list(tmp_path.glob(".tdhook-rl-report-*"))  # no leftovers
 
 

@@ -139,7 +139,7 @@ def summary_line(path: Path, summary: dict[str, Any]) -> str:
         line += f" | best probe {best['label']} from {best['site']} (R^2 {best['r2']:.2f})"
     if "ablations" in summary:
         worst = min(summary["ablations"], key=lambda r: r["change"])
-        line += f" | largest return drop {worst['change']:+.0f} ({worst['name']})"
+        line += f" | largest return change {worst['change']:+.0f} (ablating {worst['name']})"
     return line + f" | {summary['wall_seconds']:.0f} s"
 
 
