@@ -118,6 +118,10 @@ def test_recorded_and_intervened_on_cuda_match_cpu():
         td = td.to(device)
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             recorded = thr.Recorded(agent.actor, {"h1": sites[0], "h2": sites[1]})(td.clone())
+            packed = thr.Recorded(agent.actor, {"h1": sites[0], "h2": sites[1]}, packed=True)
+            unpacked = packed.unpack(packed(td.clone()))
+            for site in ("h1", "h2"):  # the packed layout on this device, split back per site
+                _close(unpacked["activations", site], recorded["activations", site])
             ablated = thr.Intervened(agent.actor, {sites[0]: Ablate(units=range(16))})(td.clone())
             vector = torch.linspace(-1, 1, 64, device=device)
             steered = thr.Intervened(agent.actor, {sites[1]: Steer(vector, scale=3.0)})(td.clone())
