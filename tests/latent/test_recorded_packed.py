@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torchrl.collectors import Collector, MultiSyncCollector
+from torchrl.data import LazyTensorStorage, ReplayBuffer
 
 import tdhook_rl as thr
 
@@ -111,6 +112,24 @@ def test_collectors_with_unpack_as_postproc():
     finally:
         shutdown_collector(collector)
     torch.testing.assert_close(batch["activations", "trunk"], trunk(batch.clone())["hidden"])
+
+
+def test_packed_batches_in_a_replay_buffer_unpack_after_sampling():
+    policy = thr.Recorded(
+        shared_trunk_actor_critic(), {"trunk": "module.0.module.1", "v": "state_value"}, packed=True
+    )
+    collector = Collector(make_double_pendulum, policy, frames_per_batch=16, total_frames=32)
+    buffer = ReplayBuffer(storage=LazyTensorStorage(64))
+    try:
+        for batch in collector:
+            buffer.extend(batch)  # stored packed: one [32 + 1] entry per frame
+    finally:
+        shutdown_collector(collector)
+    assert buffer[:]["activations"].shape == (32, 33)
+    sample = policy.unpack(buffer.sample(8))
+    reference = shared_trunk_actor_critic()(sample.select("observation").clone())
+    torch.testing.assert_close(sample["activations", "trunk"], reference["hidden"])
+    torch.testing.assert_close(sample["activations", "v"], reference["state_value"])
 
 
 def test_a_wrapper_that_never_ran_learns_the_layout_without_touching_the_rng():
