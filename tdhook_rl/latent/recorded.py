@@ -165,7 +165,9 @@ class Recorded(TransparentWrapper):
 
         ``(out_key, name)`` holds each site's activation with its own feature shape, as views
         of the packed tensor (no copy). The input is not modified, so this serves as a
-        collector's ``postproc``. Data that is already unpacked is returned as it is. Where
+        collector's ``postproc``, or as a replay buffer's ``transform`` to store packed and
+        read per site (``fit_probes`` then streams from the buffer). Data that is already
+        unpacked is returned as it is. Where
         this wrapper has not run (its copy ran in a collector's worker process), the layout is
         learnt by running the module once on the first element of ``tensordict``.
 

@@ -130,6 +130,15 @@ def test_packed_batches_in_a_replay_buffer_unpack_after_sampling():
     reference = shared_trunk_actor_critic()(sample.select("observation").clone())
     torch.testing.assert_close(sample["activations", "trunk"], reference["hidden"])
     torch.testing.assert_close(sample["activations", "v"], reference["state_value"])
+    # unpack as the buffer's transform: probes stream the stored packed data directly
+    readable = ReplayBuffer(storage=buffer.storage, transform=policy.unpack)
+    assert isinstance(readable.storage[:]["activations"], torch.Tensor)  # stored packed
+    per_site = ReplayBuffer(storage=LazyTensorStorage(64))
+    per_site.extend(policy.unpack(buffer[:]))
+    labels = {"cart": ("observation", 0)}
+    streamed = thr.probes.fit_probes(readable, ["trunk"], labels).rows
+    assert streamed == thr.probes.fit_probes(per_site, ["trunk"], labels).rows
+    assert streamed[0]["n_train"] + streamed[0]["n_test"] == 32
 
 
 def test_a_wrapper_that_never_ran_learns_the_layout_without_touching_the_rng():
