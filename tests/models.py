@@ -9,6 +9,8 @@ from torch import nn
 from torchrl.data import Bounded, Composite, Unbounded
 from torchrl.envs import DoubleToFloat, EnvBase, GymEnv, TransformedEnv
 
+from tdhook_rl import ModuleSite
+
 OBS = 9
 N_LOGITS = 4
 
@@ -29,6 +31,14 @@ def actor_critic_mlp(seed: int = 0) -> TensorDictSequential:
     actor = TensorDictModule(mlp(OBS, N_LOGITS), ["observation"], ["logits"])
     critic = TensorDictModule(mlp(OBS, 1), ["observation"], ["state_value"])
     return TensorDictSequential(actor, critic)
+
+
+# actor_critic_mlp(): module.0 = actor (module.0.module: its nn.Sequential), module.1 = critic
+ACTOR_CRITIC_SITES = {
+    "actor_h1": "module.0.module.1",
+    "actor_h2": "module.0.module.3",
+    "critic_in": ModuleSite("module.1.module.0", io="input"),
+}
 
 
 class ConvNet(nn.Module):

@@ -14,6 +14,7 @@ from tdhook_rl.attribution import IntegratedGradients
 
 from collector_helpers import shutdown_collector
 from models import (
+    ACTOR_CRITIC_SITES,
     OBS,
     actor_critic_mlp,
     gaussian_actor,
@@ -21,12 +22,7 @@ from models import (
     shared_trunk_actor_critic,
 )
 
-# actor_critic_mlp(): module.0 = actor (module.0.module: its nn.Sequential), module.1 = critic
-SITES = {
-    "actor_h1": "module.0.module.1",
-    "actor_h2": "module.0.module.3",
-    "critic_in": thr.ModuleSite("module.1.module.0", io="input"),
-}
+SITES = ACTOR_CRITIC_SITES
 
 
 def no_hooks(module: torch.nn.Module) -> bool:

@@ -14,6 +14,7 @@ import tdhook_rl as thr
 
 from collector_helpers import shutdown_collector
 from models import (
+    ACTOR_CRITIC_SITES,
     OBS,
     actor_critic_mlp,
     conv_actor_critic,
@@ -21,11 +22,7 @@ from models import (
     shared_trunk_actor_critic,
 )
 
-SITES = {
-    "actor_h1": "module.0.module.1",
-    "actor_h2": "module.0.module.3",
-    "critic_in": thr.ModuleSite("module.1.module.0", io="input"),
-}
+SITES = ACTOR_CRITIC_SITES
 
 
 def test_unpacked_activations_match_a_slow_recomputation(batch_shape):
