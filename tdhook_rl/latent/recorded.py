@@ -229,7 +229,7 @@ class Recorded(TransparentWrapper):
         return state
 
     def _extra_repr_items(self) -> dict[str, Any]:
-        return {"sites": self.sites}
+        return {"sites": self.sites, **({"packed": True} if self.packed else {})}
 
 
 def _check_no_packed_below(module: nn.Module, out_key: NestedKey) -> None:

@@ -44,6 +44,7 @@ def test_unpacked_activations_match_a_slow_recomputation(batch_shape):
     for value in unpacked["activations"].values():
         assert value.untyped_storage().data_ptr() == base
     assert recorded.unpack(unpacked) is unpacked  # already unpacked: returned as it is
+    assert repr(recorded).endswith("packed=True)")
 
 
 def test_multi_dimensional_sites_keep_their_shape():
