@@ -111,10 +111,10 @@ class Recorded(TransparentWrapper):
             value = _checked(name, site, value, batch)
             # under no_grad (collectors, env.rollout) there is nothing to detach from
             values[name] = value.detach() if value.requires_grad else value
-        if self.packed:
-            out.set(self.out_key, self._pack(values, batch, out.get(self.out_key, None)))
-            return out
         existing = out.get(self.out_key, None)
+        if self.packed:
+            out.set(self.out_key, self._pack(values, batch, existing))
+            return out
         if existing is None or all(key in values for key in existing.keys()):
             # one sub-TensorDict write instead of one nested set per site; it replaces the
             # previous step's activations that a collector carries over
@@ -148,8 +148,7 @@ class Recorded(TransparentWrapper):
                 )
             layout = dict(zip(values, shapes, strict=True))
             self.__dict__["_layout"] = layout
-            self.__dict__["_layout_shapes"] = shapes
-        if shapes != self.__dict__["_layout_shapes"]:
+        if shapes != list(layout.values()):
             changed = zip(values, shapes, strict=True)
             name, shape = next((n, s) for n, s in changed if s != layout[n])
             raise ValueError(
@@ -167,9 +166,9 @@ class Recorded(TransparentWrapper):
         of the packed tensor (no copy). The input is not modified, so this serves as a
         collector's ``postproc``, or as a replay buffer's ``transform`` to store packed and
         read per site (``fit_probes`` then streams from the buffer). Data that is already
-        unpacked is returned as it is. Where
-        this wrapper has not run (its copy ran in a collector's worker process), the layout is
-        learnt by running the module once on the first element of ``tensordict``.
+        unpacked is returned as it is. Where this wrapper has not run (its copy ran in a
+        collector's worker process), the layout is learnt by running the module once on the
+        first element of ``tensordict``.
 
         Examples:
             >>> import torch
