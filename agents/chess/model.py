@@ -30,12 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tensordict.nn import TensorDictModule
 from torch import nn
-from torchrl.data import Categorical
-from torchrl.modules import ActorValueOperator, MaskedCategorical, ProbabilisticActor
+from torchrl.modules import ActorValueOperator
 
-from tdhook_rl.agents._checkpoint import read_checkpoint
+from tdhook_rl.agents._board import OUTCOMES, expected_outcome, load_trained, masked_actor_critic
 from tdhook_rl.envs.chess import N_ACTIONS, N_MOVE_CODES, PLANES
 
 __all__ = [
@@ -51,8 +49,6 @@ __all__ = [
 ]
 
 CHECKPOINT = Path(__file__).with_name("checkpoint.pt")
-#: the columns of ``win_logits``, from the point of view of the side to move
-OUTCOMES = ("win", "draw", "loss")
 #: the logit of actions that are not legal (``MaskedCategorical`` masks them anyway)
 ILLEGAL_LOGIT = -1e9
 DEFAULT_CONFIG: dict[str, int] = {"channels": 48, "blocks": 4, "move_dim": 32, "value_hidden": 128}
@@ -138,8 +134,7 @@ class ValueHead(nn.Module):
         batch = hidden.shape[:-3]
         h = torch.relu(self.reduce(hidden.reshape(-1, *hidden.shape[-3:]))).flatten(1)
         win_logits = self.mlp(h).reshape(*batch, len(OUTCOMES))
-        probs = win_logits.softmax(-1)
-        return win_logits, probs[..., :1] - probs[..., 2:]
+        return win_logits, expected_outcome(win_logits)
 
 
 def make_agent(
@@ -169,23 +164,14 @@ def make_agent(
     """
     config = {**DEFAULT_CONFIG, **(config or {})}
     channels = config["channels"]
-    trunk = TensorDictModule(Trunk(channels, config["blocks"]), ["observation"], ["hidden"])
-    policy = ProbabilisticActor(
-        TensorDictModule(
-            MoveHead(channels, config["move_dim"]),
-            ["hidden", "legal_actions", "legal_move_codes"],
-            ["logits"],
-        ),
-        in_keys={"logits": "logits", "mask": "action_mask"},
-        out_keys=["action"],
-        spec=Categorical(N_ACTIONS),
-        distribution_class=MaskedCategorical,
-        return_log_prob=True,
+    return masked_actor_critic(
+        Trunk(channels, config["blocks"]),
+        MoveHead(channels, config["move_dim"]),
+        ["hidden", "legal_actions", "legal_move_codes"],
+        N_ACTIONS,
+        ValueHead(channels, config["value_hidden"]),
+        device,
     )
-    value = TensorDictModule(
-        ValueHead(channels, config["value_hidden"]), ["hidden"], ["win_logits", "state_value"]
-    )
-    return ActorValueOperator(trunk, policy, value).to(device)
 
 
 def load(device: torch.device | str = "cpu", checkpoint: str | Path | None = None) -> Any:
@@ -215,13 +201,10 @@ def load(device: torch.device | str = "cpu", checkpoint: str | Path | None = Non
         >>> td["attribution", "win", "observation"].shape
         torch.Size([18, 8, 8])
     """
-    saved = read_checkpoint(
+    return load_trained(
+        make_agent,
         CHECKPOINT if checkpoint is None else Path(checkpoint),
         device,
         "`python -m tdhook_rl.agents.chess.train` (data: `python -m "
         "tdhook_rl.agents.chess.data`, needs Stockfish).",
     )
-    agent = make_agent(saved["config"], device=device)
-    state = {k: v.float() for k, v in saved["state_dict"].items()}
-    agent.load_state_dict(state)
-    return agent.eval()

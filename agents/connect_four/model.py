@@ -23,12 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tensordict.nn import TensorDictModule
 from torch import nn
-from torchrl.data import Categorical
-from torchrl.modules import ActorValueOperator, MaskedCategorical, ProbabilisticActor
+from torchrl.modules import ActorValueOperator
 
-from tdhook_rl.agents._checkpoint import read_checkpoint
+from tdhook_rl.agents._board import OUTCOMES, expected_outcome, load_trained, masked_actor_critic
 from tdhook_rl.envs.connect_four import COLUMNS, ROWS
 
 __all__ = [
@@ -42,8 +40,6 @@ __all__ = [
 ]
 
 CHECKPOINT = Path(__file__).with_name("checkpoint.pt")
-#: the columns of ``win_logits``, from the point of view of the player to move
-OUTCOMES = ("win", "draw", "loss")
 DEFAULT_CONFIG: dict[str, int] = {"channels": 64, "hidden": 256, "value_hidden": 64}
 
 
@@ -79,8 +75,7 @@ class ValueHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         win_logits = self.mlp(hidden)
-        probs = win_logits.softmax(-1)
-        return win_logits, probs[..., :1] - probs[..., 2:]
+        return win_logits, expected_outcome(win_logits)
 
 
 def make_agent(
@@ -107,19 +102,14 @@ def make_agent(
     """
     config = {**DEFAULT_CONFIG, **(config or {})}
     hidden = config["hidden"]
-    trunk = TensorDictModule(Trunk(config["channels"], hidden), ["observation"], ["hidden"])
-    policy = ProbabilisticActor(
-        TensorDictModule(nn.Linear(hidden, COLUMNS), ["hidden"], ["logits"]),
-        in_keys={"logits": "logits", "mask": "action_mask"},
-        out_keys=["action"],
-        spec=Categorical(COLUMNS),
-        distribution_class=MaskedCategorical,
-        return_log_prob=True,
+    return masked_actor_critic(
+        Trunk(config["channels"], hidden),
+        nn.Linear(hidden, COLUMNS),
+        ["hidden"],
+        COLUMNS,
+        ValueHead(hidden, config["value_hidden"]),
+        device,
     )
-    value = TensorDictModule(
-        ValueHead(hidden, config["value_hidden"]), ["hidden"], ["win_logits", "state_value"]
-    )
-    return ActorValueOperator(trunk, policy, value).to(device)
 
 
 def load(device: torch.device | str = "cpu", checkpoint: str | Path | None = None) -> Any:
@@ -149,11 +139,9 @@ def load(device: torch.device | str = "cpu", checkpoint: str | Path | None = Non
         >>> td["attribution", "win", "observation"].shape
         torch.Size([8, 3, 6, 7])
     """
-    saved = read_checkpoint(
+    return load_trained(
+        make_agent,
         CHECKPOINT if checkpoint is None else Path(checkpoint),
         device,
         "`python -m tdhook_rl.agents.connect_four.train`.",
     )
-    agent = make_agent(saved["config"], device=device)
-    agent.load_state_dict(saved["state_dict"])
-    return agent.eval()
