@@ -12,6 +12,7 @@ spec is one of:
 * a key (``"state_value"``, ``("agents", "value")``): the entry itself (see :class:`Key`);
 * :class:`Index`: one entry of a vector output (a logit, a win-probability column);
 * :class:`ActionLogProb`: the log-probability of the action that was taken;
+* :class:`ActionValue`: the value (Q) a value-based actor gives the action that was taken;
 * any callable ``td -> Tensor`` (see :class:`FromCallable`).
 """
 
@@ -28,7 +29,16 @@ from torch import nn
 
 from tdhook_rl.core.keys import as_key
 
-__all__ = ["ActionLogProb", "FromCallable", "Index", "Key", "Target", "as_target", "as_targets"]
+__all__ = [
+    "ActionLogProb",
+    "ActionValue",
+    "FromCallable",
+    "Index",
+    "Key",
+    "Target",
+    "as_target",
+    "as_targets",
+]
 
 
 class Target(ABC):
@@ -208,6 +218,100 @@ class _BoundActionLogProb(Target):
         return f"ActionLogProb({self.action_key!r})"
 
 
+class ActionValue(Target):
+    """The value a value-based actor gives the action actually taken: ``action_value`` at the
+    taken action (a DQN's Q(s, a) of the rollout's action).
+
+    TorchRL's :class:`~torchrl.modules.QValueActor` also writes ``chosen_action_value``, the
+    value of the *greedy* action: that is what ``"chosen_action_value"`` as a target explains,
+    and it is another number where exploration (``EGreedyModule``) took another action. This
+    target reads the taken action from the original forward and picks its entry of
+    ``action_value`` in the attribution pass, so along an integration path the explained
+    action stays the same even where the greedy one changes.
+
+    Args:
+        value_key: the per-action values, ``[*batch, n_actions]``; by default the
+            ``action_value`` key of the module's only ``QValueModule``, else
+            ``"action_value"``.
+        action_key: the taken action, one-hot ``[*batch, n_actions]`` or an index
+            ``[*batch]``; by default the QValueModule's action key, else ``"action"``.
+
+    Examples:
+        >>> import tdhook_rl as thr
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import OneHot
+        >>> from torchrl.modules import MLP, QValueActor
+        >>> actor = QValueActor(MLP(in_features=3, out_features=4, num_cells=[16]),
+        ...                     in_keys=["observation"], spec=OneHot(4))
+        >>> explained = thr.Attributed(actor, "saliency", inputs=["observation"],
+        ...                            targets={"q": ActionValue()})
+        >>> td = explained(TensorDict(observation=torch.randn(5, 3), batch_size=[5]))
+        >>> td["attribution", "q", "observation"].shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self, value_key: NestedKey | None = None, action_key: NestedKey | None = None
+    ) -> None:
+        self.value_key = None if value_key is None else as_key(value_key, "value_key")
+        self.action_key = None if action_key is None else as_key(action_key, "action_key")
+
+    def bind(self, module: nn.Module) -> Target:
+        from torchrl.modules.tensordict_module.actors import QValueModule
+
+        q_modules = [m for m in module.modules() if isinstance(m, QValueModule)]
+        value_key, action_key = self.value_key, self.action_key
+        if len(q_modules) == 1:
+            q = q_modules[0]
+            value_key = value_key if value_key is not None else q.action_value_key
+            action_key = action_key if action_key is not None else q.out_keys[0]
+        bound = ActionValue(
+            "action_value" if value_key is None else value_key,
+            "action" if action_key is None else action_key,
+        )
+        bound.reference_keys = (bound.action_key,)
+        return bound
+
+    def __call__(self, output: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
+        if not self.reference_keys:
+            raise RuntimeError(
+                "ActionValue must be bound to a module first (Attributed does this)."
+            )
+        who = repr(self)
+        values = _read(output, self.value_key, who)
+        action = _read(reference, self.action_key, who)
+        batch = output.batch_size
+        if values.ndim != len(batch) + 1 or values.shape[:-1] != batch:
+            raise ValueError(
+                f"{who} needs {self.value_key!r} to hold one value per action, "
+                f"[*batch, n_actions]; got shape {tuple(values.shape)} for batch {tuple(batch)}."
+            )
+        if action.shape == values.shape:  # one-hot
+            one_hot = action.to(values.dtype)
+            if not bool((one_hot.sum(-1) == 1).all()):
+                raise ValueError(
+                    f"{who}: {self.action_key!r} has the shape of {self.value_key!r} but is not "
+                    "one-hot (exactly one 1 per sample); multi-discrete actions are not supported."
+                )
+            return (values * one_hot).sum(-1)
+        if action.shape in (batch, (*batch, 1)) and not action.is_floating_point():
+            index = action.reshape(*batch, 1).long()
+            n = values.shape[-1]
+            if bool(((index < 0) | (index >= n)).any()):
+                raise IndexError(f"{who}: an action index is outside [0, {n}).")
+            return values.gather(-1, index).squeeze(-1)
+        raise ValueError(
+            f"{who}: {self.action_key!r} has shape {tuple(action.shape)} and dtype "
+            f"{action.dtype}; expected a one-hot {tuple(values.shape)} or integer indices "
+            f"{tuple(batch)}."
+        )
+
+    def __repr__(self) -> str:
+        if self.value_key is None and self.action_key is None:
+            return "ActionValue()"
+        return f"ActionValue({self.value_key!r}, {self.action_key!r})"
+
+
 class FromCallable(Target):
     """Any callable ``td -> Tensor`` returning one scalar per sample.
 
@@ -239,7 +343,8 @@ def as_target(spec: Any) -> Target:
     if callable(spec):
         return FromCallable(spec)
     raise TypeError(
-        f"a target must be a key, Index(key, i), ActionLogProb() or a callable td -> Tensor; "
+        "a target must be a key, Index(key, i), ActionLogProb(), ActionValue() or a callable "
+        f"td -> Tensor; "
         f"got {spec!r}"
     )
 

@@ -31,9 +31,15 @@ from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from tqdm.auto import tqdm
 
-from tdhook_rl.attributed import DELTA_KEY, Attributed
+from tdhook_rl.attributed import Attributed
 from tdhook_rl.attribution import AttributionMethod
-from tdhook_rl.report.common import attribution_method, finish, top_entries
+from tdhook_rl.report.common import (
+    attribution_method,
+    board_move_numbers,
+    finish,
+    max_abs_delta,
+    top_entries,
+)
 from tdhook_rl.report.writer import ReportWriter
 from tdhook_rl.targets import ActionLogProb
 
@@ -176,7 +182,6 @@ def _position_summary(out: TensorDictBase, i: int, position: dict, maps, has_del
 
     board = require_chess().Board(position["fen"])
     move = action_to_move(board, out["action"][i])
-    win, draw, loss = out["win_logits"][i].softmax(-1).tolist()
     pieces = {SQUARES[s]: p.symbol() for s, p in board.piece_map().items()}
     entry: dict[str, Any] = {
         "fen": position["fen"],
@@ -184,22 +189,16 @@ def _position_summary(out: TensorDictBase, i: int, position: dict, maps, has_del
         "side_to_move": "white" if board.turn else "black",
         "move_uci": move.uci(),
         "move_san": board.san(move),
-        "move_prob": float(out["action_log_prob"][i].exp()),
         "move_log_prob": float(out["action_log_prob"][i]),
         "stockfish_uci": position["stockfish"],
         "agrees_with_stockfish": (
             None if position["stockfish"] is None else move.uci() == position["stockfish"]
         ),
-        "p_win": win,
-        "p_draw": draw,
-        "p_loss": loss,
-        "value": float(out["state_value"][i]),
+        **board_move_numbers(out, i, HEADS, has_delta),
     }
     entry["attribution_sum"] = {
         h: float(out["attribution", h, "observation"][i].sum()) for h in HEADS
     }
-    if has_delta:
-        entry["completeness_delta"] = {h: float(out["attribution", h, DELTA_KEY][i]) for h in HEADS}
     entry["top_squares"] = {
         h: [
             {"square": sq, "piece": pieces.get(sq, ""), "attribution": v}
@@ -282,9 +281,7 @@ def explain_chess(
             summary["agrees_with_stockfish"] = sum(stockfish)
             summary["compared_with_stockfish"] = len(stockfish)
         if method.has_convergence_delta:
-            summary["max_abs_completeness_delta"] = {
-                h: max(abs(r["completeness_delta"][h]) for r in rows) for h in HEADS
-            }
+            summary["max_abs_completeness_delta"] = max_abs_delta(rows, HEADS)
         summary["plane_totals_mean"] = {
             h: dict(
                 zip(

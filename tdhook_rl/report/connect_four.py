@@ -26,9 +26,15 @@ from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from tqdm.auto import tqdm
 
-from tdhook_rl.attributed import DELTA_KEY, Attributed
+from tdhook_rl.attributed import Attributed
 from tdhook_rl.attribution import AttributionMethod
-from tdhook_rl.report.common import attribution_method, finish, top_entries
+from tdhook_rl.report.common import (
+    attribution_method,
+    board_move_numbers,
+    finish,
+    max_abs_delta,
+    top_entries,
+)
 from tdhook_rl.report.writer import ReportWriter
 from tdhook_rl.targets import ActionLogProb
 
@@ -240,9 +246,7 @@ def explain_connect_four(
             "n_moves": len(rows),
         }
         if method.has_convergence_delta:
-            summary["max_abs_completeness_delta"] = {
-                h: max(abs(r["completeness_delta"][h]) for r in rows) for h in HEADS
-            }
+            summary["max_abs_completeness_delta"] = max_abs_delta(rows, HEADS)
         _report(report, moves, rows, maps, results, opts, connect_four_heatmaps, method)
         bar.update()
         summary["moves"] = rows
@@ -254,22 +258,13 @@ def explain_connect_four(
 
 
 def _move_summary(moves: TensorDictBase, i: int, maps, has_delta: bool) -> dict[str, Any]:
-    win, draw, loss = moves["win_logits"][i].softmax(-1).tolist()
     entry: dict[str, Any] = {
         "game": int(moves["game"][i]) + 1,
         "ply": int(moves["ply"][i]) + 1,
         "column": int(moves["action"][i]),
-        "move_prob": float(moves["action_log_prob"][i].exp()),
-        "p_win": win,
-        "p_draw": draw,
-        "p_loss": loss,
-        "value": float(moves["state_value"][i]),
+        **board_move_numbers(moves, i, HEADS, has_delta),
         "attribution_sum": {h: float(maps[h][i].sum()) for h in HEADS},
     }
-    if has_delta:
-        entry["completeness_delta"] = {
-            h: float(moves["attribution", h, DELTA_KEY][i]) for h in HEADS
-        }
     entry["top_cells"] = {
         h: [{"cell": c, "attribution": v} for c, v in top_entries(maps[h][i], CELLS, TOP_K)]
         for h in HEADS
