@@ -74,6 +74,19 @@ def _read(td: TensorDictBase, key: NestedKey, who: str) -> torch.Tensor:
     return value
 
 
+def _as_index(index: Any, who: str) -> tuple[int, ...]:
+    """``index`` as a non-empty tuple of ints (an int is a 1-tuple)."""
+    if isinstance(index, int) and not isinstance(index, bool):
+        return (index,)
+    if (
+        isinstance(index, tuple | list)
+        and index
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in index)
+    ):
+        return tuple(index)
+    raise TypeError(f"{who} takes an int or a tuple of ints, got {index!r}")
+
+
 class Key(Target):
     """The entry at ``key``, which must hold one scalar per sample (e.g. ``state_value``).
 
@@ -115,12 +128,7 @@ class Index(Target):
 
     def __init__(self, key: NestedKey, index: int | tuple[int, ...]) -> None:
         self.key = as_key(key, "target key")
-        index_tuple = (index,) if isinstance(index, int) else tuple(index)
-        if not index_tuple or not all(isinstance(i, int) for i in index_tuple):
-            raise TypeError(
-                f"Index({self.key!r}, ...) takes an int or a tuple of ints, got {index!r}"
-            )
-        self.index = index_tuple
+        self.index = _as_index(index, f"Index({self.key!r}, ...)")
 
     def __call__(self, output: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
         value = _read(output, self.key, f"Index({self.key!r}, ...)")
@@ -158,13 +166,22 @@ class ActionLogProb(Target):
     Args:
         action_key: the sampled key to use when the module holds several probabilistic
             modules; by default the only one's first sample key (``"action"``).
+        index: one entry of a per-sample log-probability that has several, e.g. agent ``i``
+            of a multi-agent group (TorchRL's MARL layout, ``("agents", "action")`` with the
+            agents as a batch dimension of the ``"agents"`` sub-TensorDict, gives one
+            log-probability per agent); by default they are summed (the joint
+            log-probability).
 
     Examples:
         >>> target = ActionLogProb()   # used as targets={"policy": ActionLogProb()}
+        >>> per_agent = {f"agent {i}": ActionLogProb(index=i) for i in range(3)}
     """
 
-    def __init__(self, action_key: NestedKey | None = None) -> None:
+    def __init__(
+        self, action_key: NestedKey | None = None, *, index: int | tuple[int, ...] | None = None
+    ) -> None:
         self.action_key = None if action_key is None else as_key(action_key, "action_key")
+        self.index = None if index is None else _as_index(index, "ActionLogProb(index=...)")
 
     def bind(self, module: nn.Module) -> Target:
         candidates = [m for m in module.modules() if isinstance(m, ProbabilisticTensorDictModule)]
@@ -183,21 +200,32 @@ class ActionLogProb(Target):
                 f"ActionLogProb found {len(candidates)} probabilistic modules sampling {keys}; "
                 "choose one with ActionLogProb(action_key=...)."
             )
-        return _BoundActionLogProb(candidates[0], self.action_key)
+        return _BoundActionLogProb(candidates[0], self.action_key, self.index)
 
     def __call__(self, output: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
         raise RuntimeError("ActionLogProb must be bound to a module first (Attributed does this).")
 
     def __repr__(self) -> str:
-        return (
-            "ActionLogProb()" if self.action_key is None else f"ActionLogProb({self.action_key!r})"
-        )
+        return _log_prob_repr(self.action_key, self.index)
+
+
+def _log_prob_repr(action_key: NestedKey | None, index: tuple[int, ...] | None) -> str:
+    args = [] if action_key is None else [repr(action_key)]
+    if index is not None:
+        args.append(f"index={index[0] if len(index) == 1 else index!r}")
+    return f"ActionLogProb({', '.join(args)})"
 
 
 class _BoundActionLogProb(Target):
-    def __init__(self, prob_module: ProbabilisticTensorDictModule, action_key: NestedKey | None):
+    def __init__(
+        self,
+        prob_module: ProbabilisticTensorDictModule,
+        action_key: NestedKey | None,
+        index: tuple[int, ...] | None = None,
+    ):
         self.prob_module = prob_module
         self.action_key = action_key if action_key is not None else prob_module.dist_sample_keys[0]
+        self.index = index
         self.reference_keys = (self.action_key,)
 
     def __call__(self, output: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
@@ -209,13 +237,23 @@ class _BoundActionLogProb(Target):
                 "ActionLogProb supports single-key actions; this actor's distribution is "
                 "composite. Use a callable target that aggregates the log-probabilities."
             )
+        if self.index is not None:
+            per_sample = tuple(log_prob.shape[output.batch_dims :])
+            if len(per_sample) < len(self.index) or not all(
+                -size <= i < size for i, size in zip(self.index, per_sample, strict=False)
+            ):
+                raise IndexError(
+                    f"{self!r}: the log-probability of {self.action_key!r} has per-sample "
+                    f"shape {per_sample}; index {self.index} is outside it."
+                )
+            log_prob = log_prob[(*[slice(None)] * output.batch_dims, *self.index)]
         # factorized actions (e.g. a plain Normal over action dims): sum per-dimension terms
         while log_prob.ndim > output.batch_dims:
             log_prob = log_prob.sum(-1)
         return log_prob
 
     def __repr__(self) -> str:
-        return f"ActionLogProb({self.action_key!r})"
+        return _log_prob_repr(self.action_key, self.index)
 
 
 class ActionValue(Target):

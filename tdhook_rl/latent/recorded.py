@@ -325,9 +325,24 @@ def _as_tensordict(
     return TensorDict(values, batch_size=batch, device=device)
 
 
+#: True for a tensor captured inside ``torch.vmap`` (one slice of a batched tensor)
+_is_batched = getattr(torch._C._functorch, "is_batchedtensor", lambda value: False)
+
+
 def _checked(name: str, site: Site, value: Any, batch: torch.Size) -> torch.Tensor:
-    if type(value) is torch.Tensor and value.shape[: len(batch)] == batch:
+    if (
+        type(value) is torch.Tensor
+        and value.shape[: len(batch)] == batch
+        and not _is_batched(value)
+    ):
         return value  # the common case, checked in one line; the reasons follow below
+    if isinstance(value, torch.Tensor) and _is_batched(value):
+        raise ValueError(
+            f"site {name!r} runs inside torch.vmap (e.g. the per-agent networks of TorchRL's "
+            "MultiAgentMLP/MultiAgentConvNet with share_params=False), where a hook sees one "
+            "vmapped slice, not the whole tensor. Record the multi-agent module itself or a "
+            "key it writes (KeySite), or a network with share_params=True."
+        )
     if value is None:
         where = f"key {site.key!r}" if isinstance(site, KeySite) else f"submodule {site.path!r}"
         raise RuntimeError(
