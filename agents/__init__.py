@@ -13,6 +13,7 @@ Examples:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from typing import Any
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,8 +31,8 @@ RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid",
 def quadrature(rule: str, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Nodes ``alpha`` in [0, 1] and weights of an ``n_steps``-point rule on [0, 1] (float64)."""
     if rule == "gausslegendre":
-        nodes, weights = np.polynomial.legendre.leggauss(n_steps)  # on [-1, 1]
-        return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(weights / 2)
+        nodes, legendre = np.polynomial.legendre.leggauss(n_steps)  # on [-1, 1]
+        return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(legendre / 2)
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
     weights = torch.full((n_steps,), 1.0 / n_steps, dtype=torch.float64)
@@ -211,7 +212,7 @@ def build_tdhook_rl(
     columns: Sequence[int],
     n_steps: int,
     rule: str,
-    strategy: str = "auto",
+    strategy: Literal["auto", "reverse", "forward", "replicate"] = "auto",
     cuda_graph: bool = False,
     chunk_size: int | None = None,
 ) -> Operation:

@@ -254,8 +254,10 @@ def from_json(text: str) -> tuple[list[BenchmarkResult], dict[str, Any], str]:
         if c.get("agreement"):
             a = c["agreement"]
             nan = float("nan")
+            number = {k: nan if a[k] is None else a[k] for k in ("max_abs_error", "max_rel_error")}
             agreement = Agreement(
-                *(nan if a[k] is None else a[k] for k in ("max_abs_error", "max_rel_error")),
+                number["max_abs_error"],
+                number["max_rel_error"],
                 nan if a["scale"] is None else a["scale"],
                 a["passed"],
                 a.get("shape_ok", True),

@@ -246,7 +246,7 @@ class ConnectFourEnv(EnvBase):
         board = torch.zeros((*self.batch_size, ROWS, COLUMNS), dtype=torch.int8, device=self.device)
         player = torch.zeros((*self.batch_size, 1), dtype=torch.int64, device=self.device)
         reset = None if tensordict is None else tensordict.get("_reset", None)
-        if reset is not None and "board" in tensordict.keys():
+        if reset is not None and tensordict is not None and "board" in tensordict.keys():
             # keep the games that are not being reset (reset: [..., 1] bool)
             board = torch.where(reset[..., None], board, tensordict["board"])
             player = torch.where(reset, player, tensordict["player"])

@@ -96,7 +96,7 @@ class SimulatorState(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        model = env.unwrapped.model
+        model = env.unwrapped.model  # type: ignore[attr-defined]
         self._tip = model.site("tip").id
 
         def box(n: int) -> gym.spaces.Box:
@@ -112,7 +112,7 @@ class SimulatorState(gym.ObservationWrapper):
         )
 
     def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
-        data = self.env.unwrapped.data
+        data = self.env.unwrapped.data  # type: ignore[attr-defined]
         return {
             "observation": observation,
             "qpos": data.qpos.copy(),
@@ -217,6 +217,7 @@ def make_double_pendulum(
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
     device = torch.device(device)
     make_one = partial(_make_gym_env, simulator_state, **gym_kwargs)
+    gym_env: gym.Env | gym.vector.VectorEnv
     if num_envs == 1:
         gym_env = make_one()
     else:

@@ -105,7 +105,7 @@ def patch_mujoco_torch_while_loop() -> bool:
         return pytree.tree_unflatten(list(out), spec)
 
     setattr(while_loop, _PATCH_FLAG, True)
-    while_loop.__wrapped__ = original
+    while_loop.__wrapped__ = original  # type: ignore[attr-defined]
     while_loop.__doc__ = original.__doc__
     solver.while_loop = while_loop
     return True

@@ -172,7 +172,9 @@ class Attributed(TransparentWrapper):
                 out.set((*root, name, DELTA_KEY), result.delta[i].detach())
         return out
 
-    def _choose_strategy(self, inputs: Mapping[NestedKey, torch.Tensor], batch_dims: int) -> str:
+    def _choose_strategy(
+        self, inputs: Mapping[NestedKey, torch.Tensor], batch_dims: int
+    ) -> Strategy:
         if self.strategy != "auto":
             return self.strategy
         n_features = sum(math.prod(v.shape[batch_dims:]) for v in inputs.values())

@@ -144,9 +144,9 @@ class Index(Target):
                     f"Index({self.key!r}, {self.index}): index {i} is out of range for "
                     f"per-sample shape {tuple(per_sample)}."
                 )
-        return value[
-            (Ellipsis, *self.index, *([slice(None)] * (len(per_sample) - len(self.index))))
-        ]
+        rest = [slice(None)] * (len(per_sample) - len(self.index))
+        where: tuple[Any, ...] = (Ellipsis, *self.index, *rest)
+        return value[where]
 
     def __repr__(self) -> str:
         index = self.index[0] if len(self.index) == 1 else self.index

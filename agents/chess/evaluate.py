@@ -31,7 +31,7 @@ __all__ = ["BINS", "evaluate", "evaluate_through_env", "forward_legal", "quality
 BINS = 10
 
 
-def _heads(agent: ActorValueOperator) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+def _heads(agent: ActorValueOperator) -> tuple[Any, Any, Any]:
     """The raw trunk, move head and value head inside the operator of ``make_agent``."""
     trunk, policy, value = agent.module
     return trunk.module, policy.module[0].module, value.module

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import NestedKey, TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import ActorValueOperator
 from tqdm import tqdm
@@ -144,7 +144,8 @@ def _collect(
 ) -> tuple[TensorDictBase, torch.Tensor, TensorDictBase]:
     """``horizon`` plies of every game: the batch ``[N, T]``, the predicted outcome ``[N, 3]``
     of the positions reached, and the root to go on from."""
-    keys = ["observation", "action_mask", "action", "action_log_prob", "win_logits"]
+    keys: list[NestedKey] = ["observation", "action_mask", "action", "action_log_prob"]
+    keys += ["win_logits"]
     keys += ["state_value", "learn", ("next", "reward"), ("next", "done")]
     plies = []
     with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 import tqdm
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
@@ -343,7 +344,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         loc, scale = stats.stats(args.obs_eps)
         norm.loc.copy_(loc)
         norm.scale.copy_(scale)
-        mean_losses = torch.stack(losses).apply(lambda x: x.mean(), batch_size=[])
+        stacked: TensorDictBase = torch.stack(losses)  # type: ignore[arg-type]
+        mean_losses = stacked.apply(lambda x: x.mean(), batch_size=[])
         for key, value in mean_losses.items():
             logger.log_scalar(f"train/{key}", value.item(), frames)
         logger.log_scalar("train/scale", data["scale"].mean().item(), frames)
@@ -365,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     wall = time.perf_counter() - start
 
     obs_norm = {"loc": loc.clone(), "scale": scale.clone(), "clip": args.obs_clip}
-    metrics = {
+    metrics: dict[str, Any] = {
         "frames": frames,
         "updates": updates,
         "wall_time_s": round(wall, 1),

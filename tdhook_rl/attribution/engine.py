@@ -22,13 +22,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from tensordict import NestedKey, TensorDictBase
 from tensordict.nn import InteractionType, TensorDictModuleBase, set_interaction_type
 
-from tdhook_rl.targets import Target
+from tdhook_rl.targets import Index, Target
 
 Strategy = Literal["reverse", "forward", "replicate"]
 STRATEGIES: tuple[str, ...] = ("reverse", "forward", "replicate")
@@ -197,8 +197,6 @@ def forward_mode_unsupported(err: Exception) -> bool:
 def _groups(targets: Mapping[str, Target]) -> list[list[tuple[str, Target]]]:
     """Consecutive single-int ``Index`` targets of the same key form one group; every other
     target is a group of its own."""
-    from tdhook_rl.targets import Index
-
     groups: list[list[tuple[str, Target]]] = []
     for name, target in targets.items():
         last = groups[-1][-1][1] if groups else None
@@ -217,13 +215,14 @@ def _groups(targets: Mapping[str, Target]) -> list[list[tuple[str, Target]]]:
 
 def _gather(group: list[tuple[str, Target]], out: TensorDictBase) -> torch.Tensor:
     """``(k, N)`` values of k ``Index`` targets on one vector entry, by a single gather."""
-    first = group[0][1]
+    targets = [cast(Index, t) for _, t in group]  # _groups puts only Index targets here
+    first = targets[0]
     value = out.get(first.key, None)
     if value is None or value.ndim != out.batch_dims + 1:
         # missing key or not a vector per sample: let each target raise its own clear error
         return torch.stack([t(out, out) for _, t in group])
     width = value.shape[-1]
-    index = [t.index[0] for _, t in group]
+    index = [t.index[0] for t in targets]
     bad = [i for i in index if not -width <= i < width]
     if bad:
         group[index.index(bad[0])][1](

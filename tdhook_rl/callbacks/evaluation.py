@@ -8,7 +8,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tensordict import NestedKey, TensorDictBase
@@ -314,7 +314,7 @@ class InterpretabilityCallback:
         try:
             results = fit_probes(
                 rollout,
-                list(spec.sites),
+                list(cast("Mapping[str, Any]", spec.sites)),  # a dict after __post_init__
                 spec.labels,
                 held_out=spec.held_out,
                 seed=spec.seed,

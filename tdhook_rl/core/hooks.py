@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from torch import nn
 
 HookFn = Callable[[nn.Module, tuple[Any, ...], Any], Any]
+PreHookFn = Callable[[nn.Module, tuple[Any, ...]], Any]
 
 
 @contextmanager
 def temporary_hooks(
-    forward_hooks: list[tuple[nn.Module, HookFn]] = (),
-    pre_hooks: list[tuple[nn.Module, Callable[[nn.Module, tuple[Any, ...]], Any]]] = (),
+    forward_hooks: Sequence[tuple[nn.Module, HookFn]] = (),
+    pre_hooks: Sequence[tuple[nn.Module, PreHookFn]] = (),
 ) -> Iterator[None]:
     """Registers forward hooks and pre-hooks, and removes them on exit, exceptions included.
 
@@ -30,6 +31,6 @@ def temporary_hooks(
     with ExitStack() as stack:
         for module, fn in forward_hooks:
             stack.callback(module.register_forward_hook(fn).remove)
-        for module, fn in pre_hooks:
-            stack.callback(module.register_forward_pre_hook(fn).remove)
+        for module, pre in pre_hooks:
+            stack.callback(module.register_forward_pre_hook(pre).remove)
         yield

@@ -96,7 +96,8 @@ class _Moments:
         x, y = x.double(), y.double()
         if self.n == 0:
             self.px, self.py = x.mean(0), y.mean(0)
-            self.sx, self.sy, self.yy = x.new_zeros(x.shape[1]), y.new_zeros(y.shape[1]), 0.0
+            self.sx, self.sy = x.new_zeros(x.shape[1]), y.new_zeros(y.shape[1])
+            self.yy = y.new_zeros(y.shape[1])
             self.xx, self.xy = (
                 x.new_zeros(x.shape[1], x.shape[1]),
                 x.new_zeros(x.shape[1], y.shape[1]),
@@ -112,7 +113,9 @@ class _Moments:
         self.xx, self.xy = self.xx + x.T @ x, self.xy + x.T @ y
         self.yy = self.yy + (y * y).sum(0)
 
-    def centered(self) -> tuple[int, torch.Tensor, ...]:
+    def centered(
+        self,
+    ) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``n, mean_x, mean_y`` and the scatter about the means ``Sxx, Sxy``,
         ``diag(Syy)``."""
         n, dx, dy = self.n, self.sx / self.n, self.sy / self.n
@@ -132,13 +135,15 @@ class _Scaler:
 
     def __init__(self) -> None:
         self.n = 0
+        self.shift = self.s1 = self.s2 = torch.zeros(())
 
     def update(self, x: torch.Tensor) -> None:
         if x.shape[0] == 0:
             return
         x = x.double()
         if self.n == 0:
-            self.shift, self.s1, self.s2 = x.mean(0), 0.0, 0.0
+            self.shift = x.mean(0)
+            self.s1 = self.s2 = torch.zeros_like(self.shift)
         x = x - self.shift
         self.n, self.s1, self.s2 = self.n + x.shape[0], self.s1 + x.sum(0), self.s2 + (x * x).sum(0)
 
@@ -151,19 +156,20 @@ class _ClassCounts:
     """Steps per class id (grows with the largest id seen)."""
 
     def __init__(self) -> None:
-        self.total: torch.Tensor | None = None
+        # replaced by the first update's counts (on the labels' device)
+        self.total = torch.zeros(0, dtype=torch.long)
 
     def update(self, y: torch.Tensor) -> None:
         if y.numel() == 0:
             return
         c = torch.bincount(y)
-        if self.total is not None:
+        if len(self.total):
             n = max(len(c), len(self.total))
             c = F.pad(c, (0, n - len(c))) + F.pad(self.total, (0, n - len(self.total)))
         self.total = c
 
     def n_present(self) -> int:
-        return 0 if self.total is None else int((self.total > 0).sum())
+        return int((self.total > 0).sum())
 
 
 class _ClassScore:

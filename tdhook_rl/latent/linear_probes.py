@@ -92,15 +92,20 @@ class RidgeProbe:
         r2 = 1.0 - sse / sst
         return r2[0] if labels.ndim == 1 else r2
 
-    def _predict64(self, features: torch.Tensor) -> torch.Tensor:
+    def _fitted(self) -> torch.Tensor:
+        """The weights; a clear error before ``fit``."""
         if self.weight is None:
             raise RuntimeError("this RidgeProbe is not fitted: call fit or fit_batches first")
-        if features.ndim != 2 or features.shape[1] != self.weight.shape[0]:
+        return self.weight
+
+    def _predict64(self, features: torch.Tensor) -> torch.Tensor:
+        weight = self._fitted()
+        if features.ndim != 2 or features.shape[1] != weight.shape[0]:
             raise ValueError(
-                f"features must be [N, {self.weight.shape[0]}] like the fitted ones, got "
+                f"features must be [N, {weight.shape[0]}] like the fitted ones, got "
                 f"{tuple(features.shape)}"
             )
-        return features.double() @ self.weight + self.bias
+        return features.double() @ weight + self.bias
 
     def _solve(self, moments: _Moments) -> RidgeProbe:
         n, mean_x, mean_y, sxx, sxy, _ = moments.centered()
@@ -121,7 +126,7 @@ class RidgeProbe:
     def _r2(self, test: _Moments, names: Sequence[str]) -> torch.Tensor:
         """R^2 per label on the rows summarized by ``test``, from its moments alone."""
         n, mean_x, mean_y, sxx, sxy, syy = test.centered()
-        w = self.weight
+        w = self._fitted()
         offset = mean_y - self.bias - mean_x @ w  # the residual's mean
         sse = syy - 2 * (w * sxy).sum(0) + (w * (sxx @ w)).sum(0) + n * offset**2
         _check_varies(syy / n, mean_y, [f"label {name!r}" for name in names], "held-out ")

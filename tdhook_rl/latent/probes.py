@@ -243,7 +243,8 @@ def _ridge(batches, sites, names, make, options, root):
 
 def _column(probe: RidgeProbe, j: int) -> RidgeProbe:
     one = copy.copy(probe)
-    one.weight, one.bias, one._vector = probe.weight[:, j : j + 1], probe.bias[j : j + 1], True
+    weight = probe._fitted()
+    one.weight, one.bias, one._vector = weight[:, j : j + 1], probe.bias[j : j + 1], True
     return one
 
 
@@ -370,8 +371,9 @@ def randomized_copy(module: nn.Module, seed: int = 0) -> nn.Module:
             with torch.cuda.device(d):
                 torch.cuda.manual_seed(stream)
         for sub in clone.modules():
-            if callable(getattr(sub, "reset_parameters", None)):
-                sub.reset_parameters()
+            reset_parameters = getattr(sub, "reset_parameters", None)
+            if callable(reset_parameters):
+                reset_parameters()
                 reset.update(id(p) for p in sub.parameters(recurse=False))
     if not reset:
         raise ValueError(

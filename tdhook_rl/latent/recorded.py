@@ -98,8 +98,8 @@ class Recorded(TransparentWrapper):
         captured: dict[str, Any] = {}
         undo: list[Any] = []
         try:
-            for name, site, target in self._module_sites():
-                undo.append(_intercept(target, captured, name, site.io))
+            for name, module_site, target in self._module_sites():
+                undo.append(_intercept(target, captured, name, module_site.io))
             out = self.wrapped(tensordict, *args, **kwargs)
         finally:  # the interception lives only for this call, exceptions included
             for restore in reversed(undo):
@@ -107,8 +107,8 @@ class Recorded(TransparentWrapper):
         batch = out.batch_size
         values = {}
         for name, site in self.sites.items():
-            value = out.get(site.key, None) if isinstance(site, KeySite) else captured.get(name)
-            value = _checked(name, site, value, batch)
+            found = out.get(site.key, None) if isinstance(site, KeySite) else captured.get(name)
+            value = _checked(name, site, found, batch)
             # under no_grad (collectors, env.rollout) there is nothing to detach from
             values[name] = value.detach() if value.requires_grad else value
         existing = out.get(self.out_key, None)
@@ -245,9 +245,8 @@ def _check_no_packed_below(module: nn.Module, out_key: NestedKey) -> None:
 def _site_name(spec: SiteSpec) -> str:
     if isinstance(spec, ModuleSite):
         return spec.path if spec.io == "output" else f"{spec.path}:input"
-    if isinstance(spec, KeySite):
-        spec = spec.key
-    return spec if isinstance(spec, str) else ".".join(spec)
+    key = spec.key if isinstance(spec, KeySite) else spec
+    return key if isinstance(key, str) else ".".join(map(str, key))
 
 
 def _intercept(target: nn.Module, store: dict[str, Any], name: str, io: str) -> Any:

@@ -9,7 +9,7 @@ else from ``("next", "done")`` along the time dimension (``env.rollout`` results
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from tensordict import NestedKey, TensorDict, TensorDictBase
@@ -21,7 +21,9 @@ __all__ = ["LabelSpec", "episode_ids", "episode_split", "labels_from"]
 
 #: A label column: a key, ``(key, index)``, an :class:`~tdhook_rl.targets.Index`, a callable
 #: ``td -> Tensor`` or a tensor shaped like the batch.
-LabelSpec = NestedKey | tuple | Index | Callable[[TensorDictBase], torch.Tensor] | torch.Tensor
+LabelSpec: TypeAlias = (
+    NestedKey | tuple | Index | Callable[[TensorDictBase], torch.Tensor] | torch.Tensor
+)
 
 TRAJ_IDS = ("collector", "traj_ids")
 DONE = ("next", "done")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ def attribution_method(name: str, n_steps: int) -> AttributionMethod:
     """
     method = resolve_method(name)
     if hasattr(method, "n_steps"):
-        method = type(method)(n_steps=n_steps)
+        path_method: Any = type(method)  # a path method (IntegratedGradients) takes n_steps
+        method = path_method(n_steps=n_steps)
     return method
 
 
@@ -51,7 +52,7 @@ def top_entries(values: torch.Tensor, names: Sequence[str], k: int) -> list[tupl
 
 
 def board_move_numbers(
-    out: TensorDictBase, i: int, heads: Sequence[str], has_delta: bool
+    out: TensorDictBase, i: int, heads: Collection[str], has_delta: bool
 ) -> dict[str, Any]:
     """The numbers every board-game report keeps of move ``i`` of ``out`` (the output of an
     attributed board agent, see :mod:`tdhook_rl.agents`): the chosen move's probability, the
@@ -82,7 +83,7 @@ def board_move_numbers(
     return entry
 
 
-def max_abs_delta(rows: Sequence[dict[str, Any]], heads: Sequence[str]) -> dict[str, float]:
+def max_abs_delta(rows: Sequence[dict[str, Any]], heads: Collection[str]) -> dict[str, float]:
     """The largest ``|completeness_delta|`` of each head over ``rows`` (see
     :func:`board_move_numbers`).
 

@@ -173,7 +173,7 @@ def play_and_attribute(
                 "plies": int(plies[g]),
             }
         )
-    stacked = torch.cat([m.exclude("hidden") for m in moves]).cpu()
+    stacked: TensorDictBase = torch.cat([m.exclude("hidden") for m in moves]).cpu()
     order = (stacked["game"] * 64 + stacked["ply"]).argsort()
     return stacked[order], results
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-STYLE = {
+STYLE: dict[str, Any] = {
     "font.size": 11,
     "axes.titlesize": 12,
     "axes.labelsize": 11,
@@ -24,5 +24,5 @@ def pyplot() -> Any:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update(STYLE)
+    plt.style.use(STYLE)  # rcParams.update, typed for any rc dict
     return plt
