@@ -17,7 +17,7 @@ from torchrl.modules import MultiAgentMLP, ProbabilisticActor, TanhNormal
 
 import tdhook_rl as thr
 from tdhook_rl.attribution import IntegratedGradients
-from tdhook_rl.interventions import Ablate
+from tdhook_rl.interventions import Ablate, Patch
 from tdhook_rl.targets import ActionLogProb, Index
 
 N_AGENTS, OBS, HIDDEN = 3, 3, 16
@@ -187,23 +187,84 @@ def manual_hidden(mlp: MultiAgentMLP, observation: torch.Tensor, agent: int) -> 
     return torch.tanh(observation[:, agent] @ first["weight"].T + first["bias"])
 
 
-def test_recorded_per_agent_activations_with_shared_parameters():
-    actor, _ = mappo(share_params=True)
+@pytest.mark.parametrize("share_params", [True, False])
+def test_recorded_per_agent_activations(share_params):
+    """With share_params=False each agent's network runs under torch.vmap: the recording is
+    still [*batch, n_agents, hidden], agent i's slice being agent i's own layer."""
+    actor, _ = mappo(share_params)
     mlp = actor.module[0].module[0]
     recorded = thr.Recorded(actor, {"h1": "module.0.module.0._empty_net.1"})
     obs = torch.randn(5, N_AGENTS, OBS)
     out = recorded(agents_td(obs))
     hidden = out["activations", "h1"]
     assert hidden.shape == (5, N_AGENTS, HIDDEN)
+    assert not torch._C._functorch.is_batchedtensor(hidden)
     for agent in range(N_AGENTS):
         torch.testing.assert_close(hidden[:, agent], manual_hidden(mlp, obs, agent))
 
 
-def test_recorded_refuses_a_site_inside_the_per_agent_vmap():
+@pytest.mark.parametrize("share_params", [True, False])
+def test_recorded_in_a_multi_agent_rollout(share_params):
+    env = LineSpread()
+    actor, critic = mappo(share_params)
+    sites = {
+        "actor h1": "module.0.module.0.module.0._empty_net.1",
+        "critic h1": "module.1.module._empty_net.1",
+    }
+    recorded = thr.Recorded(TensorDictSequential(actor, critic), sites, packed=True)
+    env.set_seed(0)
+    rollout = recorded.unpack(env.rollout(12, recorded))
+    obs = rollout[OBS_KEY]
+    actor_h1 = rollout["activations", "actor h1"]
+    assert actor_h1.shape == (12, N_AGENTS, HIDDEN)
+    for agent in range(N_AGENTS):
+        torch.testing.assert_close(actor_h1[:, agent], manual_hidden(mlp_of(actor), obs, agent))
+    # the centralised critic: with shared parameters one hidden vector for all agents (the
+    # network runs once on every observation), else one per agent
+    critic_mlp = critic.module
+    critic_h1 = rollout["activations", "critic h1"]
+    flat = obs.reshape(12, -1)
+    if share_params:
+        assert critic_h1.shape == (12, HIDDEN)
+        want = torch.tanh(
+            flat @ critic_mlp.params["0", "weight"].T + critic_mlp.params["0", "bias"]
+        )
+        torch.testing.assert_close(critic_h1, want)
+    else:
+        assert critic_h1.shape == (12, N_AGENTS, HIDDEN)
+        for agent in range(N_AGENTS):
+            first = critic_mlp.params[agent]["0"]
+            want = torch.tanh(flat @ first["weight"].T + first["bias"])
+            torch.testing.assert_close(critic_h1[:, agent], want)
+
+
+def mlp_of(actor: ProbabilisticActor) -> MultiAgentMLP:
+    return actor.module[0].module[0]
+
+
+class _TwiceVmapped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Tanh()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.vmap(torch.vmap(self.inner))(x)
+
+
+def test_recorded_refuses_a_site_inside_nested_vmaps():
+    module = TensorDictModule(_TwiceVmapped(), ["x"], ["y"])
+    recorded = thr.Recorded(module, {"inner": "module.inner"})
+    with pytest.raises(ValueError, match="nested"):
+        recorded(TensorDict(x=torch.randn(4, 3, 2), batch_size=[4]))
+
+
+def test_patching_inside_the_per_agent_vmap_says_why_it_cannot():
     actor, _ = mappo(share_params=False)
-    recorded = thr.Recorded(actor, {"h1": "module.0.module.0._empty_net.1"})
-    with pytest.raises(ValueError, match=r"inside torch\.vmap"):
-        recorded(agents_td(torch.randn(5, N_AGENTS, OBS)))
+    site = "module.0.module.0._empty_net.1"
+    clean = thr.Recorded(actor, {site: site})(agents_td(torch.randn(5, N_AGENTS, OBS)))
+    patched = thr.Intervened(actor, {site: Patch(clean)})
+    with pytest.raises(ValueError, match="vmap"):
+        patched(agents_td(torch.randn(5, N_AGENTS, OBS)))
 
 
 @pytest.mark.parametrize("share_params", [True, False])

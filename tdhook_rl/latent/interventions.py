@@ -14,6 +14,7 @@ import torch
 from tensordict import NestedKey, TensorDictBase
 
 from tdhook_rl.core.keys import as_key
+from tdhook_rl.core.vmap import is_vmapped
 
 __all__ = [
     "Ablate",
@@ -163,6 +164,12 @@ class Patch(Intervention):
     def __call__(self, activation: torch.Tensor, td: TensorDictBase, site: str) -> torch.Tensor:
         values = self.values_for(site)
         _check_device(values, activation, site, "patch source")
+        if is_vmapped(activation):
+            raise ValueError(
+                f"site {site!r} runs inside torch.vmap (e.g. each agent's network of a "
+                "MultiAgentMLP with share_params=False), where the activation is one vmapped "
+                "slice; Patch cannot match it to the source. Patch a site outside the vmap."
+            )
         if values.shape != activation.shape:
             raise ValueError(
                 f"site {site!r}: patch source has shape {tuple(values.shape)} but the activation "

@@ -13,6 +13,7 @@ from torch import nn
 from tdhook_rl.core.grad_mode import inside_functional_transform
 from tdhook_rl.core.keys import as_key, key_tuple
 from tdhook_rl.core.sites import KeySite, ModuleSite, Site, resolve_site
+from tdhook_rl.core.vmap import is_vmapped, whole_tensor
 from tdhook_rl.core.wrapper import TransparentWrapper
 
 SiteSpec = str | tuple | ModuleSite | KeySite
@@ -25,7 +26,10 @@ class Recorded(TransparentWrapper):
     dimensions are the TensorDict's batch dimensions, so a rollout holds ``[T, *batch, *f]``.
     Each site is intercepted only during the call and restored afterwards, also on
     exceptions; nothing is left on the module. When a recorded submodule runs several times
-    in one call (a shared trunk called by two heads), the first call is recorded.
+    in one call (a shared trunk called by two heads), the first call is recorded. A site
+    inside a ``torch.vmap`` of the module (each agent's network of TorchRL's
+    ``MultiAgentMLP(share_params=False)``) is recorded whole, the vmapped dimension right
+    after the batch dimensions (``[*batch, n_agents, *feature]``).
 
     Args:
         module: any TensorDict module.
@@ -324,24 +328,26 @@ def _as_tensordict(
     return TensorDict(values, batch_size=batch, device=device)
 
 
-#: True for a tensor captured inside ``torch.vmap`` (one slice of a batched tensor)
-_is_batched = getattr(torch._C._functorch, "is_batchedtensor", lambda value: False)
+def _from_vmap(name: str, value: torch.Tensor, batch: torch.Size) -> torch.Tensor:
+    """The whole tensor behind the slice ``value`` that a site saw inside one ``torch.vmap``
+    (e.g. each agent's network of a ``MultiAgentMLP(share_params=False)``), with the vmapped
+    dimension placed right after the batch dimensions: ``[*batch, n_agents, *feature]``, the
+    layout of TorchRL's multi-agent entries."""
+    whole = whole_tensor(value, len(batch))
+    if whole is None:
+        raise ValueError(
+            f"site {name!r} runs inside nested torch.vmap calls; recording supports one "
+            "(e.g. the per-agent networks of MultiAgentMLP). Record a site outside the inner "
+            "vmap, or a key the module writes (KeySite)."
+        )
+    return whole
 
 
 def _checked(name: str, site: Site, value: Any, batch: torch.Size) -> torch.Tensor:
-    if (
-        type(value) is torch.Tensor
-        and value.shape[: len(batch)] == batch
-        and not _is_batched(value)
-    ):
+    if type(value) is torch.Tensor and value.shape[: len(batch)] == batch and not is_vmapped(value):
         return value  # the common case, checked in one line; the reasons follow below
-    if isinstance(value, torch.Tensor) and _is_batched(value):
-        raise ValueError(
-            f"site {name!r} runs inside torch.vmap (e.g. the per-agent networks of TorchRL's "
-            "MultiAgentMLP/MultiAgentConvNet with share_params=False), where a hook sees one "
-            "vmapped slice, not the whole tensor. Record the multi-agent module itself or a "
-            "key it writes (KeySite), or a network with share_params=True."
-        )
+    if isinstance(value, torch.Tensor) and is_vmapped(value):
+        return _checked(name, site, _from_vmap(name, value, batch), batch)
     if value is None:
         where = f"key {site.key!r}" if isinstance(site, KeySite) else f"submodule {site.path!r}"
         raise RuntimeError(
