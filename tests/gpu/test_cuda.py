@@ -13,6 +13,7 @@ import os
 import pytest
 import torch
 from tensordict import TensorDict
+from tensordict.nn import TensorDictSequential
 from torchrl.envs import Compose, TransformedEnv
 from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration_type
 
@@ -133,6 +134,52 @@ def test_recorded_and_intervened_on_cuda_match_cpu():
     _close(abl_g["loc"], abl_c["loc"])
     _close(st_g["loc"], st_c["loc"])
     assert not torch.allclose(abl_c["loc"], rec_c["loc"])  # the ablation did something
+
+
+def test_multi_agent_and_q_value_targets_on_cuda_match_cpu():
+    """Per-agent targets of a MAPPO actor-critic with unshared parameters (each agent's
+    network under vmap), its recorded per-agent layer, and a DQN's taken-action Q-value."""
+    from test_multi_agent import N_AGENTS, OBS, agents_td, mappo
+    from torchrl.data import OneHot
+    from torchrl.modules import MLP, QValueActor
+
+    from tdhook_rl.targets import ActionValue
+
+    obs = torch.randn(40, N_AGENTS, OBS, generator=torch.Generator().manual_seed(2))
+    targets = {f"policy {i}": ActionLogProb(index=i) for i in range(N_AGENTS)}
+    targets |= {f"value {i}": Index(("agents", "state_value"), (i, 0)) for i in range(N_AGENTS)}
+    site = "module.0.module.0.module.0._empty_net.1"
+    outs = []
+    for device in ("cpu", GPU):
+        actor, critic = mappo(share_params=False)
+        module = TensorDictSequential(actor, critic).to(device)
+        explained = thr.Attributed(
+            thr.Recorded(module, {"h1": site}),
+            IntegratedGradients(n_steps=16),
+            inputs=[("agents", "observation")],
+            targets=targets,
+        )
+        torch.manual_seed(0)
+        q_actor = QValueActor(
+            MLP(in_features=9, out_features=4, num_cells=[32]), spec=OneHot(4)
+        ).to(device)
+        q = thr.Attributed(
+            q_actor, Saliency(abs=False), inputs=["observation"], targets={"q": ActionValue()}
+        )
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            out = explained(agents_td(obs).to(device))
+            q_out = q(TensorDict(observation=_observations(40, 3), batch_size=[40]).to(device))
+        outs.append((out, q_out))
+    (cpu, q_cpu), (gpu, q_gpu) = outs
+    assert gpu["activations", "h1"].device.type == GPU
+    assert gpu["activations", "h1"].shape == (40, N_AGENTS, 16)
+    _close(gpu["activations", "h1"], cpu["activations", "h1"])
+    for name in targets:
+        _close(
+            gpu["attribution", name, "agents", "observation"],
+            cpu["attribution", name, "agents", "observation"],
+        )
+    _close(q_gpu["attribution", "q", "observation"], q_cpu["attribution", "q", "observation"])
 
 
 @pytest.mark.skipif(GPU == "cpu", reason="needs two devices")
