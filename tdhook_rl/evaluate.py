@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import NestedKey, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from tdhook_rl.core.keys import key_tuple
 from tdhook_rl.latent.intervened import Intervened, InterventionSpec
 from tdhook_rl.latent.recorded import SiteSpec
 
@@ -47,17 +48,36 @@ class InterventionEffect:
         return "\n".join(lines)
 
 
+def reward_and_done(env: EnvBase, rollout: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rollout's rewards and episode ends, both ``[*batch, T]``. A multi-agent env's
+    per-agent rewards (``("agents", "reward")``, ``[*batch, T, n_agents, 1]``) are averaged
+    over the agents: the return is then the mean return of an agent.
+
+    Examples:
+        >>> from torchrl.envs import GymEnv
+        >>> env = GymEnv("CartPole-v1")
+        >>> reward, done = reward_and_done(env, env.rollout(5))
+        >>> reward.shape == done.shape
+        True
+    """
+    reward = rollout.get(("next", *key_tuple(env.reward_keys[0])))
+    # the episode's end: the env's own done flag (the shallowest key), not an agent's
+    keys = env.done_keys
+    done_key = "done" if "done" in keys else min(keys, key=lambda k: len(key_tuple(k)))
+    done = rollout.get(("next", *key_tuple(done_key))).squeeze(-1)
+    reward = reward.reshape(*done.shape, -1).mean(-1)
+    return reward, done
+
+
 def _valid_steps(done: torch.Tensor) -> torch.Tensor:
     """``[..., T]`` mask of the steps up to and including each copy's first done."""
     done = done.long()
     return (done.cumsum(-1) - done) == 0
 
 
-def _stats(rollout: TensorDictBase, action_key: Any) -> EpisodeStats:
-    # env.rollout is shaped [*env_batch, T]; reward and done carry a trailing singleton
-    done = rollout["next", "done"].squeeze(-1)
+def _stats(env: EnvBase, rollout: TensorDictBase, action_key: Any) -> EpisodeStats:
+    reward, done = reward_and_done(env, rollout)  # env.rollout is shaped [*env_batch, T]
     valid = _valid_steps(done)
-    reward = rollout["next", "reward"].squeeze(-1)
     action = rollout[action_key].float()
     action = action.reshape(*valid.shape, -1)
     mask = valid.unsqueeze(-1).to(action.dtype)
@@ -80,7 +100,7 @@ def _run(
         for i in range(episodes):
             env.set_seed(seed + i)
             rollout = env.rollout(max_steps, policy, break_when_any_done=True)
-            per_episode.append(_stats(rollout, action_key))
+            per_episode.append(_stats(env, rollout, action_key))
         return EpisodeStats(
             *[
                 torch.stack([getattr(s, f) for s in per_episode])
@@ -95,7 +115,7 @@ def _run(
         )
     env.set_seed(seed)
     rollout = env.rollout(max_steps, policy, break_when_any_done=False)
-    return _stats(rollout, action_key)
+    return _stats(env, rollout, action_key)
 
 
 def _bootstrap_ci(diff: torch.Tensor, confidence: float, n_boot: int, seed: int):
@@ -122,7 +142,7 @@ def intervention_effect(
     deterministic: bool = True,
     confidence: float = 0.95,
     n_boot: int = 2000,
-    action_key: Any = "action",
+    action_key: NestedKey | None = None,
 ) -> InterventionEffect:
     """Runs paired rollouts with and without ``interventions`` and compares them.
 
@@ -142,7 +162,8 @@ def intervention_effect(
         deterministic: act with the distribution's mode (as TorchRL's evaluators do).
         confidence: level of the bootstrap confidence intervals.
         n_boot: bootstrap resamples.
-        action_key: where the action is.
+        action_key: where the action is; by default the env's (``env.action_keys[0]``:
+            ``"action"``, or ``("agents", "action")`` in a multi-agent env).
 
     Returns:
         An :class:`InterventionEffect`.
@@ -154,6 +175,8 @@ def intervention_effect(
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2 for a confidence interval, got {episodes}")
     intervened = Intervened(policy, interventions)
+    if action_key is None:
+        action_key = env.action_keys[0]
     kind = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
     with set_exploration_type(kind):
         clean = _run(env, policy, episodes, seed, max_steps, action_key)

@@ -12,11 +12,13 @@ from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictSequ
 from torch import nn
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
-from torchrl.envs.utils import check_env_specs
+from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration_type
 from torchrl.modules import MultiAgentMLP, ProbabilisticActor, TanhNormal
 
 import tdhook_rl as thr
 from tdhook_rl.attribution import IntegratedGradients
+from tdhook_rl.callbacks import InterpretabilityCallback, ProbeSpec
+from tdhook_rl.evaluate import intervention_effect
 from tdhook_rl.interventions import Ablate, Patch
 from tdhook_rl.targets import ActionLogProb, Index
 
@@ -46,6 +48,7 @@ class LineSpread(EnvBase):
         )
         self.position = torch.zeros(N_AGENTS)
         self.steps = 0
+        self.rng = torch.Generator().manual_seed(0)
 
     def _observe(self) -> TensorDict:
         mean = self.position.mean().expand(N_AGENTS)
@@ -282,3 +285,58 @@ def test_ablation_reaches_every_agents_network(share_params):
         h = torch.tanh(h @ params["2", "weight"].T + params["2", "bias"])
         loc = (h @ params["4", "weight"].T + params["4", "bias"])[:, :1]
         torch.testing.assert_close(got[:, agent], loc)
+
+
+def team_return(env: LineSpread, policy, seed: int) -> float:
+    """An episode's return averaged over the agents, the slow way."""
+    env.set_seed(seed)
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        rollout = env.rollout(100, policy)
+    per_agent = rollout["next", "agents", "reward"].squeeze(-1).sum(0)  # [N]
+    return float(per_agent.mean())
+
+
+def test_callback_and_intervention_effect_on_a_multi_agent_env(tmp_path):
+    env = LineSpread()
+    actor, critic = mappo(share_params=False)
+    actor_critic = TensorDictSequential(actor, critic)
+    site = "module.0.module.0._empty_net.1"
+    callback = InterpretabilityCallback(
+        env,
+        actor_critic,
+        targets=targets(),
+        inputs=[OBS_KEY],
+        every_frames=100,
+        eval_steps=4 * env.max_steps,  # four episodes (probes hold some out)
+        probes=ProbeSpec(
+            {"h1": f"module.0.{site}"}, {"position 0": ((*OBS_KEY,), (0, 0))}, held_out=0.5
+        ),
+        interventions={"ablate h1": {f"module.0.{site}": Ablate()}},
+        intervention_episodes=3,
+        logger="csv",
+        log_dir=tmp_path,
+        max_overhead=None,
+    )
+    env.set_seed(7)
+    scalars = callback(actor_critic, 100)
+    rollout = callback.last_rollout
+    # four episodes of max_steps: the return is the agents' mean return, per episode
+    want = float(rollout["next", "agents", "reward"].squeeze(-1).sum(0).mean()) / 4
+    assert scalars["eval/return"] == pytest.approx(want)
+    assert scalars["eval/episode_length"] == env.max_steps
+    for head in ("policy_0", "value_2"):
+        shares = [scalars[f"attribution/{head}/f{i}"] for i in range(N_AGENTS * OBS)]
+        assert sum(shares) == pytest.approx(1.0)
+    # agent 1's policy reads only agent 1's observation (features 3-5 of the flattened agents)
+    assert sum(scalars[f"attribution/policy_1/f{i}"] for i in range(3, 6)) == pytest.approx(1.0)
+    assert "probe/h1/position_0/r2" in scalars
+    figures = sorted(p.name.split("_0")[0] for p in (tmp_path / "figures").glob("*.png"))
+    assert figures == ["attribution_over_time", "feature_shares", "probe_r2"]
+
+    effect = intervention_effect(env, actor, {site: Ablate()}, episodes=3, seed=0)
+    clean = [team_return(env, actor, seed) for seed in range(3)]
+    ablated = thr.Intervened(actor, {site: Ablate()})
+    changed = [team_return(env, ablated, seed) for seed in range(3)]
+    assert effect.summary["returns"]["clean"] == pytest.approx(sum(clean) / 3)
+    assert effect.summary["returns"]["intervened"] == pytest.approx(sum(changed) / 3)
+    assert effect.summary["returns"]["change"] != 0

@@ -27,7 +27,7 @@ from tdhook_rl.callbacks.options import (
     check_probes,
 )
 from tdhook_rl.core.keys import key_tuple
-from tdhook_rl.evaluate import intervention_effect
+from tdhook_rl.evaluate import intervention_effect, reward_and_done
 from tdhook_rl.latent.probes import ProbeResults, fit_probes
 from tdhook_rl.latent.recorded import Recorded
 
@@ -277,8 +277,7 @@ class InterpretabilityCallback:
             self._clock = time.perf_counter()
 
     def _rollout_scalars(self, rollout: TensorDictBase) -> dict[str, float]:
-        reward = rollout["next", "reward"].squeeze(-1)
-        done = rollout["next", "done"].squeeze(-1)
+        reward, done = reward_and_done(self.env, rollout)
         scalars: dict[str, float] = {}
         # episodes that finished inside the rollout: mean return and length
         ep_id = done.long().cumsum(-1) - done.long()

@@ -91,6 +91,7 @@ def attribution_over_time(
         figsize=(max(7, steps / 25), 0.35 * n_features * len(data) + 1.5),
         squeeze=False,
         sharex=True,
+        layout="constrained",  # tall stacks of panels keep no empty band under the title
     )
     image = None
     for ax, (head, a) in zip(axes[:, 0], data.items(), strict=True):
