@@ -51,7 +51,9 @@ class InterventionEffect:
 def reward_and_done(env: EnvBase, rollout: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
     """The rollout's rewards and episode ends, both ``[*batch, T]``. A multi-agent env's
     per-agent rewards (``("agents", "reward")``, ``[*batch, T, n_agents, 1]``) are averaged
-    over the agents: the return is then the mean return of an agent.
+    over the agents: the return is then the mean return of an agent (of the first group's
+    agents, where the env has several reward keys). The episode ends where the env's own
+    ``done`` (else its shallowest done key) is set.
 
     Examples:
         >>> from torchrl.envs import GymEnv
