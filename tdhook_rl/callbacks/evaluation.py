@@ -30,6 +30,7 @@ from tdhook_rl.core.keys import key_tuple
 from tdhook_rl.evaluate import intervention_effect, reward_and_done
 from tdhook_rl.latent.probes import ProbeResults, fit_probes
 from tdhook_rl.latent.recorded import Recorded
+from tdhook_rl.viz.features import feature_groups
 
 
 def _slug(text: str) -> str:
@@ -91,7 +92,11 @@ class InterpretabilityCallback:
         method: the attribution method (default ``IntegratedGradients(n_steps=16)``).
         every_frames: evaluation period in collected frames.
         eval_steps: steps of the evaluation rollout.
-        feature_names: names of the input features (for scalar names and plots).
+        feature_names: names of the input features (for scalar names and plots), one per
+            feature or one per index of the input's first dimension (channels, planes).
+            Inputs of more than 64 features are logged and drawn per group (an image per
+            channel, see :func:`~tdhook_rl.viz.features.feature_groups`), and image-like
+            inputs also get a figure of spatial attribution maps.
         probes: a :class:`ProbeSpec`: the hidden layers to record and the labels to probe.
         interventions: ``{name: {site: intervention}}`` whose return effect is logged.
         intervention_episodes: paired episodes per intervention.
@@ -302,10 +307,12 @@ class InterpretabilityCallback:
         root = key_tuple("attribution")
         for head in self.targets:
             a = rollout.get((*root, head, *key_tuple(self.inputs[0])))
-            share = a.reshape(-1, *a.shape[rollout.batch_dims :]).flatten(1).abs().mean(0)
+            a = a.reshape(-1, *a.shape[rollout.batch_dims :])
+            # one scalar per feature, or per group of features for large inputs (pixels)
+            groups = feature_groups(a.shape[1:], self.feature_names)
+            share = groups(a.abs()).mean(0)
             share = share / share.sum().clamp_min(1e-12)
-            names = self.feature_names or [f"f{i}" for i in range(share.numel())]
-            for name, value in zip(names, share.tolist(), strict=True):
+            for name, value in zip(groups.names, share.tolist(), strict=True):
                 scalars[f"attribution/{_slug(head)}/{_slug(name)}"] = value
         return scalars
 
@@ -357,6 +364,12 @@ class InterpretabilityCallback:
                 score="r2",
                 control=None,
                 title=f"held-out probe R^2 at {frames} frames",
+            )
+        if trajectory.get(self.inputs[0]).ndim >= 4:  # image-like: [T, C, H, W]
+            figures["attribution_maps"] = viz.attribution_maps(
+                trajectory,
+                input_key=self.inputs[0],
+                title=f"attribution maps at {frames} frames",
             )
         for name, fig in figures.items():
             fig.savefig(folder / f"{name}_{frames:09d}.png")

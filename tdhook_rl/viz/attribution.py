@@ -10,6 +10,7 @@ from tensordict import NestedKey, TensorDictBase
 
 from tdhook_rl.core.keys import key_tuple
 from tdhook_rl.viz._mpl import pyplot
+from tdhook_rl.viz.features import feature_groups
 
 
 def _head_attributions(
@@ -27,14 +28,6 @@ def _head_attributions(
             raise KeyError(f"no attribution {key!r}; heads present: {available}")
         out[head] = rollout.get(key).detach().float().cpu()
     return out
-
-
-def _names(feature_names: Sequence[str] | None, n: int) -> list[str]:
-    if feature_names is None:
-        return [f"feature {i}" for i in range(n)]
-    if len(feature_names) != n:
-        raise ValueError(f"{len(feature_names)} feature names for {n} features")
-    return list(feature_names)
 
 
 def attribution_over_time(
@@ -56,8 +49,12 @@ def attribution_over_time(
     Args:
         rollout: a trajectory ``[T]`` (take one env copy of a batched rollout first).
         heads: target names to plot (default: all under ``out_key``).
-        input_key: the attributed input; its features become rows (flattened).
-        feature_names: row labels (e.g. the env's observation names).
+        input_key: the attributed input; its features become rows (flattened), or groups of
+            them for inputs of more than 64 features (see
+            :func:`~tdhook_rl.viz.features.feature_groups`: an image's channels, a board's
+            planes).
+        feature_names: row labels (e.g. the env's observation names), one per feature or
+            one per index of the input's first dimension.
         out_key: the attributions' root key.
         title: figure title.
         shared_scale: one colour scale for all panels (compare heads in the same units);
@@ -73,9 +70,10 @@ def attribution_over_time(
             " (select one env copy, e.g. rollout[0])"
         )
     data = _head_attributions(rollout, heads, input_key, out_key)
-    data = {h: a.reshape(a.shape[0], -1).T for h, a in data.items()}  # (features, T)
+    groups = feature_groups(next(iter(data.values())).shape[1:], feature_names)
+    data = {h: groups(a).T for h, a in data.items()}  # (rows, T): features or their groups
     n_features, steps = next(iter(data.values())).shape
-    names = _names(feature_names, n_features)
+    names = groups.names
 
     # scales are the 99th percentile of |attribution|, so that a few extreme steps (e.g. the
     # first, while the controller catches the pole) do not wash out the rest
@@ -125,7 +123,9 @@ def feature_shares(
     out_key: NestedKey = "attribution",
     title: str | None = None,
 ) -> Any:
-    """Grouped bars: each feature's share of the mean absolute attribution, per head.
+    """Grouped bars: each feature's share of the mean absolute attribution, per head (for
+    inputs of more than 64 features, each group's share: see
+    :func:`~tdhook_rl.viz.features.feature_groups`).
 
     Returns:
         The matplotlib figure.
@@ -133,10 +133,12 @@ def feature_shares(
     data = _head_attributions(rollout, heads, input_key, out_key)
     shares = {}
     for head, a in data.items():
-        flat = a.reshape(-1, *a.shape[rollout.batch_dims :]).flatten(1).abs().mean(0)
-        shares[head] = flat / flat.sum().clamp_min(1e-12)
-    n = next(iter(shares.values())).numel()
-    names = _names(feature_names, n)
+        a = a.reshape(-1, *a.shape[rollout.batch_dims :])
+        groups = feature_groups(a.shape[1:], feature_names)
+        magnitude = groups(a.abs()).mean(0)
+        shares[head] = magnitude / magnitude.sum().clamp_min(1e-12)
+    names = groups.names
+    n = len(names)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * n), 4))
     width = 0.8 / len(shares)
@@ -151,4 +153,86 @@ def feature_shares(
     ax.set_ylabel("share of |attribution| (%)")
     ax.legend(title="head")
     ax.set_title(title or "What each head attends to")
+    return fig
+
+
+def attribution_maps(
+    rollout: TensorDictBase,
+    heads: Sequence[str] | None = None,
+    *,
+    input_key: NestedKey = "observation",
+    out_key: NestedKey = "attribution",
+    steps: int = 6,
+    title: str | None = None,
+) -> Any:
+    """Spatial attribution maps of image-like inputs (``[C, H, W]``: pixels, board planes) at
+    a few steps of one trajectory: one row per head, one column per step, the input itself
+    (summed over its channels) in the first row; each head's maps are summed over the
+    channels and share one colour scale centred at zero.
+
+    Args:
+        rollout: a trajectory ``[T]`` whose input has at least 3 per-sample dimensions.
+        heads: target names to plot (default: all under ``out_key``).
+        input_key: the attributed input.
+        out_key: the attributions' root key.
+        steps: how many steps, evenly spaced from the first to the last.
+        title: figure title.
+
+    Returns:
+        The matplotlib figure.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> rollout = TensorDict(
+        ...     {"observation": torch.rand(10, 3, 8, 8),
+        ...      ("attribution", "policy", "observation"): torch.randn(10, 3, 8, 8)},
+        ...     batch_size=[10],
+        ... )
+        >>> fig = attribution_maps(rollout, steps=4)
+        >>> len([ax for ax in fig.axes if ax.images])   # input row + one head row, 4 steps
+        8
+    """
+    if rollout.batch_dims != 1:
+        raise ValueError(
+            f"attribution_maps plots one trajectory [T]; got batch {tuple(rollout.batch_size)}"
+            " (select one env copy, e.g. rollout[0])"
+        )
+    data = _head_attributions(rollout, heads, input_key, out_key)
+    sample = next(iter(data.values()))
+    if sample.ndim < 4:
+        raise ValueError(
+            f"attribution_maps needs image-like inputs [C, H, W]; {input_key!r} has per-step "
+            f"shape {tuple(sample.shape[1:])} (use attribution_over_time)"
+        )
+    total = sample.shape[0]
+    picked = torch.linspace(0, total - 1, min(steps, total)).round().long().unique().tolist()
+    maps = {h: a.flatten(1, -3).sum(1)[picked] for h, a in data.items()}  # (steps, H, W)
+    frames = rollout.get(input_key).detach().float().cpu().flatten(1, -3).sum(1)[picked]
+    plt = pyplot()
+    rows = 1 + len(maps)
+    fig, axes = plt.subplots(
+        rows,
+        len(picked),
+        figsize=(1.8 * len(picked) + 1.2, 1.9 * rows),
+        squeeze=False,
+        layout="constrained",
+    )
+    for col, step in enumerate(picked):
+        axes[0, col].imshow(frames[col].numpy(), cmap="gray", interpolation="nearest")
+        axes[0, col].set_title(f"step {step}")
+    axes[0, 0].set_ylabel("input")
+    for row, (head, m) in enumerate(maps.items(), start=1):
+        scale = float(m.abs().max()) or 1.0
+        image = None
+        for col in range(len(picked)):
+            image = axes[row, col].imshow(
+                m[col].numpy(), cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest"
+            )
+        axes[row, 0].set_ylabel(f"head: {head}")
+        fig.colorbar(image, ax=axes[row, :].tolist(), label="attribution", shrink=0.9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
     return fig
