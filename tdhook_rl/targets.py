@@ -188,11 +188,16 @@ class ActionLogProb(Target):
         if self.action_key is not None:
             candidates = [m for m in candidates if self.action_key in list(m.dist_sample_keys)]
         if not candidates:
+            from torchrl.modules.tensordict_module.actors import QValueModule
+
             where = "" if self.action_key is None else f" sampling {self.action_key!r}"
+            instead = "a key or Index(key, i)"
+            if any(isinstance(m, QValueModule) for m in module.modules()):
+                instead = "ActionValue() (the Q-value of the taken action)"
             raise ValueError(
                 f"ActionLogProb needs a probabilistic actor{where} inside the module "
                 "(a ProbabilisticActor or ProbabilisticTensorDictModule); none was found. "
-                "Explain a deterministic output with a key or Index(key, i) instead."
+                f"Explain a deterministic output with {instead} instead."
             )
         if len(candidates) > 1:
             keys = [list(m.dist_sample_keys) for m in candidates]

@@ -16,7 +16,7 @@ from torchrl.modules import MLP, EGreedyModule, QValueActor
 
 import tdhook_rl as thr
 from tdhook_rl.attribution import IntegratedGradients, Saliency
-from tdhook_rl.targets import ActionValue
+from tdhook_rl.targets import ActionLogProb, ActionValue
 
 OBS, N_ACTIONS, BATCH = 5, 4, 32
 SPECS = {"one_hot": lambda: OneHot(N_ACTIONS), "categorical": lambda: Categorical(N_ACTIONS)}
@@ -143,3 +143,9 @@ def test_action_value_errors():
     )
     torch.testing.assert_close(bound(out, index), values[torch.arange(3), index["action"]])
     torch.testing.assert_close(bound(out, one_hot), bound(out, index))
+
+
+def test_action_log_prob_on_a_q_value_actor_points_to_action_value():
+    _, policy = dqn("one_hot")
+    with pytest.raises(ValueError, match=r"ActionValue\(\)"):
+        thr.Attributed(policy, "saliency", inputs=["observation"], targets={"p": ActionLogProb()})
