@@ -57,6 +57,15 @@ class Attributed(TransparentWrapper):
             ``"auto"`` (default): forward mode when the inputs have fewer features than there
             are targets and the module supports it (checked on the first call, with a
             fallback to reverse mode), else reverse mode.
+        sample_dims: how many leading batch dimensions index independent samples (default:
+            all of them). With trajectories ``[B, T]`` read whole by a recurrent module (TorchRL's
+            ``LSTMModule``/``GRUModule`` under ``set_recurrent_mode(True)``), ``sample_dims=1``
+            makes each trajectory one sample: the module is called on the whole ``[B, T]``
+            batch, targets read one step each (``ActionValue(index=t)``,
+            ``ActionLogProb(index=t)``, ``Index(key, (t, ...))``), and the attribution of a
+            step's target spans the observations of every step, ``[B, T, *feature]`` (what
+            the agent's memory carried). Completeness deltas are per trajectory, repeated
+            along ``T``.
 
     Examples:
         >>> import torch
@@ -86,8 +95,14 @@ class Attributed(TransparentWrapper):
         targets: Mapping[str, Any] | Any,
         out_key: NestedKey = "attribution",
         strategy: Strategy | Literal["auto"] = "auto",
+        sample_dims: int | None = None,
     ) -> None:
         super().__init__(module)
+        if sample_dims is not None and (
+            isinstance(sample_dims, bool) or not isinstance(sample_dims, int) or sample_dims < 0
+        ):
+            raise ValueError(f"sample_dims must be None or an int >= 0, got {sample_dims!r}")
+        self.sample_dims = sample_dims
         self.method = resolve_method(method)
         if isinstance(inputs, str | tuple):
             inputs = [inputs]
@@ -154,23 +169,43 @@ class Attributed(TransparentWrapper):
         context = tensordict.select(*context_keys, strict=False)
         out = self.wrapped(tensordict, *args, **kwargs)
         reference_keys = [k for t in self.targets.values() for k in t.reference_keys]
+        samples, inner = self._sample_split(tensordict.batch_size)
         with gradients_enabled():
             # clones turn inference tensors into ordinary ones and keep the caller's untouched
+            context = context.detach().clone()
+            reference = out.select(*reference_keys, strict=False).detach().clone()
+            if inner:  # the inner batch dimensions become part of each sample
+                context.batch_size = samples
+                reference.batch_size = samples
             engine = GradientEngine(
-                self.wrapped,
-                self.targets,
-                context.detach().clone(),
-                out.select(*reference_keys, strict=False).detach().clone(),
+                self.wrapped, self.targets, context, reference, inner_shape=inner
             )
             values = {k: v.detach().clone() for k, v in inputs.items()}
-            result = self._attribute(engine, values, tensordict.batch_dims)
+            result = self._attribute(engine, values, len(samples))
         root = key_tuple(self.out_key)
         for i, name in enumerate(self.targets):
             for key, value in result.attributions.items():
                 out.set((*root, name, *key_tuple(key)), value[i].detach())
-            if result.delta is not None:
-                out.set((*root, name, DELTA_KEY), result.delta[i].detach())
+            if result.delta is not None:  # one per sample, repeated along its inner dims
+                delta = result.delta[i].detach()
+                out.set(
+                    (*root, name, DELTA_KEY),
+                    delta.reshape(*samples, *[1] * len(inner)).expand(tensordict.batch_size)
+                    if inner
+                    else delta,
+                )
         return out
+
+    def _sample_split(self, batch: torch.Size) -> tuple[torch.Size, torch.Size]:
+        """The caller's batch split into samples and the dimensions inside a sample."""
+        if self.sample_dims is None or self.sample_dims == len(batch):
+            return batch, torch.Size()
+        if self.sample_dims > len(batch):
+            raise ValueError(
+                f"sample_dims={self.sample_dims} but the TensorDict has {len(batch)} batch "
+                f"dimension(s) {tuple(batch)}"
+            )
+        return batch[: self.sample_dims], batch[self.sample_dims :]
 
     def _choose_strategy(
         self, inputs: Mapping[NestedKey, torch.Tensor], batch_dims: int

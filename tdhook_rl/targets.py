@@ -169,7 +169,8 @@ class ActionLogProb(Target):
         index: one entry of a per-sample log-probability that has several, e.g. agent ``i``
             of a multi-agent group (TorchRL's MARL layout, ``("agents", "action")`` with the
             agents as a batch dimension of the ``"agents"`` sub-TensorDict, gives one
-            log-probability per agent); by default they are summed (the joint
+            log-probability per agent), or step ``t`` of whole trajectories
+            (``Attributed(..., sample_dims=1)``); by default they are summed (the joint
             log-probability).
 
     Examples:
@@ -278,6 +279,9 @@ class ActionValue(Target):
             ``"action_value"``.
         action_key: the taken action, one-hot ``[*batch, n_actions]`` or an index
             ``[*batch]``; by default the QValueModule's action key, else ``"action"``.
+        index: the step (or other inner position) to read when each sample holds several,
+            e.g. step ``t`` of whole trajectories (``Attributed(..., sample_dims=1)``):
+            ``action_value[..., t, :]`` at ``action[..., t]``.
 
     Examples:
         >>> import tdhook_rl as thr
@@ -294,10 +298,15 @@ class ActionValue(Target):
     """
 
     def __init__(
-        self, value_key: NestedKey | None = None, action_key: NestedKey | None = None
+        self,
+        value_key: NestedKey | None = None,
+        action_key: NestedKey | None = None,
+        *,
+        index: int | tuple[int, ...] | None = None,
     ) -> None:
         self.value_key = None if value_key is None else as_key(value_key, "value_key")
         self.action_key = None if action_key is None else as_key(action_key, "action_key")
+        self.index = None if index is None else _as_index(index, "ActionValue(index=...)")
 
     def bind(self, module: nn.Module) -> Target:
         from torchrl.modules.tensordict_module.actors import QValueModule
@@ -311,6 +320,7 @@ class ActionValue(Target):
         bound = ActionValue(
             "action_value" if value_key is None else value_key,
             "action" if action_key is None else action_key,
+            index=self.index,
         )
         bound.reference_keys = (bound.action_key,)
         return bound
@@ -324,6 +334,16 @@ class ActionValue(Target):
         values = _read(output, self.value_key, who)
         action = _read(reference, self.action_key, who)
         batch = output.batch_size
+        if self.index is not None:  # one step of each sample, e.g. of a whole trajectory
+            at: tuple[Any, ...] = (*[slice(None)] * len(batch), *self.index)
+            try:
+                values, action = values[at], action[at]
+            except IndexError as err:
+                raise IndexError(
+                    f"{who}: index {self.index} does not fit {self.value_key!r} of shape "
+                    f"{tuple(values.shape)} and {self.action_key!r} of shape "
+                    f"{tuple(action.shape)} (batch {tuple(batch)})"
+                ) from err
         if values.ndim != len(batch) + 1 or values.shape[:-1] != batch:
             raise ValueError(
                 f"{who} needs {self.value_key!r} to hold one value per action, "
@@ -350,9 +370,10 @@ class ActionValue(Target):
         )
 
     def __repr__(self) -> str:
-        if self.value_key is None and self.action_key is None:
-            return "ActionValue()"
-        return f"ActionValue({self.value_key!r}, {self.action_key!r})"
+        args = [] if self.value_key is None else [repr(self.value_key), repr(self.action_key)]
+        if self.index is not None:
+            args.append(f"index={self.index[0] if len(self.index) == 1 else self.index!r}")
+        return f"ActionValue({', '.join(args)})"
 
 
 class FromCallable(Target):

@@ -44,6 +44,10 @@ class GradientEngine:
             caller's batch shape; grad-free tensors.
         reference: entries of the original forward that targets read (the taken action).
         strategy: ``"reverse"``, ``"forward"`` or ``"replicate"`` (see the module docstring).
+        inner_shape: batch dimensions that belong *inside* a sample (the time dimension of
+            trajectories that a recurrent module reads whole): ``context`` and ``reference``
+            are batched over the samples only, their entries carry ``inner_shape`` after the
+            sample dimensions, and the module is called with it restored to its batch.
     """
 
     def __init__(
@@ -53,12 +57,14 @@ class GradientEngine:
         context: TensorDictBase,
         reference: TensorDictBase,
         strategy: Strategy = "reverse",
+        inner_shape: tuple[int, ...] = (),
     ) -> None:
         self.module = module
         self.targets = dict(targets)
         self.context = context
         self.reference = reference
         self.strategy = strategy
+        self.inner_shape = torch.Size(inner_shape)
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -77,6 +83,7 @@ class GradientEngine:
             self.context.expand(shape),
             self.reference.expand(shape),
             self.strategy,
+            self.inner_shape,
         )
 
     def evaluate(
@@ -97,8 +104,12 @@ class GradientEngine:
             td.set(key, value)
         # (*lead, *batch) -> (N,): modules such as conv nets want one flat batch dimension
         flat = td.reshape(-1)
+        if self.inner_shape:  # (N,) -> (N, *inner): e.g. whole trajectories for an RNN
+            flat.batch_size = torch.Size((*flat.batch_size, *self.inner_shape))
         with set_interaction_type(InteractionType.DETERMINISTIC):
             out = self.module(flat)
+        if self.inner_shape:  # targets give one value per sample (per trajectory)
+            out.batch_size = out.batch_size[:1]
         reference = (self.reference.expand(shape) if lead else self.reference).reshape(-1)
         rows = []  # each (k, N)
         for group in _groups(self.targets):
