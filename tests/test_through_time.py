@@ -14,6 +14,7 @@ from test_recurrent import STATES, recurrent_dqn
 from torchrl.modules import MLP, QValueModule, set_recurrent_mode
 
 import tdhook_rl as thr
+from tdhook_rl import viz
 from tdhook_rl.attribution import IntegratedGradients, Saliency
 from tdhook_rl.targets import ActionValue, Index
 
@@ -151,3 +152,21 @@ def test_sample_dims_errors():
     )
     with pytest.raises(ValueError, match="one scalar per sample"):
         per_step(TensorDict(observation=torch.randn(3, 5, 4), batch_size=[3, 5]))
+
+
+def test_memory_map_rows_are_the_per_step_sums(tmp_path):
+    policy, batch = trajectories("lstm")
+    heads = list(step_targets())
+    explained = thr.Attributed(
+        policy, Saliency(abs=False), inputs=["observation"], targets=step_targets(), sample_dims=1
+    )
+    with set_recurrent_mode(True):
+        out = explained(batch.clone())
+    fig = viz.memory_map(out[0], heads)
+    fig.savefig(tmp_path / "memory.png")
+    shown = torch.as_tensor(fig.axes[0].images[0].get_array())
+    for t, head in enumerate(heads):  # row t: target t's attribution summed over features
+        torch.testing.assert_close(shown[t], out["attribution", head, "observation"][0].sum(-1))
+    assert torch.triu(shown, diagonal=1).abs().max() == 0
+    low, high = fig.axes[0].images[0].get_clim()
+    assert low == -high

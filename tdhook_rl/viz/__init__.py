@@ -1,12 +1,18 @@
 """Plots (matplotlib): attribution over time, per-feature shares by head, spatial maps of
-image-like inputs, probe scores by layer, intervention effects, and board heatmaps (chess,
-Connect Four). Every plotting function returns a ``matplotlib.figure.Figure`` (or, for one
-board on a given axes, the image); save a figure with ``fig.savefig(path)``.
+image-like inputs, memory maps of recurrent policies, probe scores by layer, intervention
+effects, and board heatmaps (chess, Connect Four). Every plotting function returns a
+``matplotlib.figure.Figure`` (or, for one board on a given axes, the image); save a figure
+with ``fig.savefig(path)``.
 
 matplotlib is imported lazily, on the first plot.
 """
 
-from tdhook_rl.viz.attribution import attribution_maps, attribution_over_time, feature_shares
+from tdhook_rl.viz.attribution import (
+    attribution_maps,
+    attribution_over_time,
+    feature_shares,
+    memory_map,
+)
 from tdhook_rl.viz.chess_board import board_heatmap, chess_heatmaps, chess_square_map
 from tdhook_rl.viz.connect_four_board import connect_four_heatmap, connect_four_heatmaps
 from tdhook_rl.viz.latent import intervention_effects, probe_scores
@@ -21,5 +27,6 @@ __all__ = [
     "connect_four_heatmaps",
     "feature_shares",
     "intervention_effects",
+    "memory_map",
     "probe_scores",
 ]

@@ -236,3 +236,58 @@ def attribution_maps(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def memory_map(
+    trajectory: TensorDictBase,
+    heads: Sequence[str],
+    *,
+    input_key: NestedKey = "observation",
+    out_key: NestedKey = "attribution",
+    title: str | None = None,
+) -> Any:
+    """Which steps' inputs each step's target depends on, for one trajectory attributed
+    through time (``Attributed(..., sample_dims=1)`` with one target per step): a matrix
+    whose row ``t`` is the attribution of target ``heads[t]`` summed over the features of each
+    step's input (columns), on a colour scale centred at zero. Above the diagonal it is zero
+    for a causal policy; the spread left of the diagonal is what its memory carried.
+
+    Args:
+        trajectory: one attributed trajectory ``[T]`` (e.g. ``out[0]``).
+        heads: the target names, in step order (row ``t`` is ``heads[t]``).
+        input_key: the attributed input.
+        out_key: the attributions' root key.
+        title: figure title.
+
+    Returns:
+        The matplotlib figure.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> a = torch.tril(torch.ones(4, 4))[..., None].expand(4, 4, 2)  # [target, step, f]
+        >>> td = TensorDict({("attribution", f"q{t}", "observation"): a[t] for t in range(4)},
+        ...                 batch_size=[4])
+        >>> fig = memory_map(td, [f"q{t}" for t in range(4)])
+        >>> fig.axes[0].images[0].get_array()[0].tolist()
+        [2.0, 0.0, 0.0, 0.0]
+    """
+    if trajectory.batch_dims != 1:
+        raise ValueError(
+            f"memory_map plots one trajectory [T]; got batch {tuple(trajectory.batch_size)} "
+            "(select one, e.g. out[0])"
+        )
+    data = _head_attributions(trajectory, heads, input_key, out_key)
+    matrix = torch.stack([a.flatten(1).sum(1) for a in data.values()])  # (targets, steps)
+    scale = float(matrix.abs().max()) or 1.0
+    plt = pyplot()
+    size = max(4.0, 0.3 * matrix.shape[1] + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size), layout="constrained")
+    image = ax.imshow(
+        matrix.numpy(), cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest"
+    )
+    ax.set_xlabel(f"step of the input ({input_key!r})")
+    ax.set_ylabel("target")
+    ax.set_yticks(range(len(data)), list(data))
+    fig.colorbar(image, ax=ax, label="attribution (summed over features)", shrink=0.9)
+    ax.set_title(title or "What each step's target depends on")
+    return fig
