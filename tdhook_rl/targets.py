@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from tensordict import NestedKey, TensorDictBase
+from tensordict import NestedKey, TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictModule
 from torch import nn
 
@@ -161,11 +161,13 @@ class ActionLogProb(Target):
     how each input feature moved the probability of *that* action. Works with every
     distribution of a ``ProbabilisticTensorDictModule`` (TanhNormal, Normal, Categorical,
     OneHotCategorical, MaskedCategorical, ...); per-dimension log-probabilities of factorized
-    actions are summed.
+    actions are summed. For a hybrid action (tensordict's ``CompositeDistribution``) it is the
+    joint log-probability of every component, or one component's when ``action_key`` names it.
 
     Args:
         action_key: the sampled key to use when the module holds several probabilistic
-            modules; by default the only one's first sample key (``"action"``).
+            modules, or the component of a composite distribution; by default the only
+            probabilistic module's action (all components of a composite one).
         index: one entry of a per-sample log-probability that has several, e.g. agent ``i``
             of a multi-agent group (TorchRL's MARL layout, ``("agents", "action")`` with the
             agents as a batch dimension of the ``"agents"`` sub-TensorDict, gives one
@@ -230,21 +232,56 @@ class _BoundActionLogProb(Target):
         index: tuple[int, ...] | None = None,
     ):
         self.prob_module = prob_module
-        self.action_key = action_key if action_key is not None else prob_module.dist_sample_keys[0]
+        self.sample_keys = list(prob_module.dist_sample_keys)
+        # a composite distribution (several sampled keys: a hybrid action) gives the joint
+        # log-probability, or one component's when action_key names it
+        self.composite = len(self.sample_keys) > 1
+        self.component = action_key if self.composite else None
+        self.action_key = action_key if action_key is not None else self.sample_keys[0]
         self.index = index
-        self.reference_keys = (self.action_key,)
+        self.reference_keys = tuple(self.sample_keys) if self.composite else (self.action_key,)
 
     def __call__(self, output: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
-        action = _read(reference, self.action_key, f"ActionLogProb({self.action_key!r})")
         dist = self.prob_module.get_dist(output)
-        log_prob = dist.log_prob(action)
-        if isinstance(log_prob, TensorDictBase):
-            raise TypeError(
-                "ActionLogProb supports single-key actions; this actor's distribution is "
-                "composite. Use a callable target that aggregates the log-probabilities."
-            )
+        if self.composite:
+            parts = self._composite_parts(dist, output, reference)
+        else:
+            log_prob = dist.log_prob(_read(reference, self.action_key, repr(self)))
+            if isinstance(log_prob, TensorDictBase):
+                raise TypeError(
+                    f"{self!r}: the distribution gave a TensorDict of log-probabilities for one "
+                    "sampled key; use a callable target that reads the one you want."
+                )
+            parts = [log_prob]
+        total = self._per_sample(parts[0], output.batch_dims)
+        for part in parts[1:]:
+            total = total + self._per_sample(part, output.batch_dims)
+        return total
+
+    def _composite_parts(
+        self, dist: Any, output: TensorDictBase, reference: TensorDictBase
+    ) -> list[torch.Tensor]:
+        sample = TensorDict(
+            {k: _read(reference, k, repr(self)) for k in self.sample_keys},
+            batch_size=output.batch_size,
+        )
+        log_prob = dist.log_prob(sample)
+        if not isinstance(log_prob, TensorDictBase):  # aggregated: the joint only
+            if self.component is not None:
+                raise TypeError(
+                    f"{self!r}: this composite distribution sums its components' "
+                    "log-probabilities; to attribute one component, build it without "
+                    "aggregation (tensordict's set_composite_lp_aggregate(False))."
+                )
+            return [log_prob]
+        if self.component is None:  # the joint: every component's log-probability
+            return [v for v in log_prob.values(include_nested=True, leaves_only=True)]
+        keys = dict(zip(self.sample_keys, self.prob_module.log_prob_keys, strict=False))
+        return [_read(log_prob, keys[self.component], repr(self))]
+
+    def _per_sample(self, log_prob: torch.Tensor, batch_dims: int) -> torch.Tensor:
         if self.index is not None:
-            per_sample = tuple(log_prob.shape[output.batch_dims :])
+            per_sample = tuple(log_prob.shape[batch_dims:])
             if len(per_sample) < len(self.index) or not all(
                 -size <= i < size for i, size in zip(self.index, per_sample, strict=False)
             ):
@@ -252,14 +289,16 @@ class _BoundActionLogProb(Target):
                     f"{self!r}: the log-probability of {self.action_key!r} has per-sample "
                     f"shape {per_sample}; index {self.index} is outside it."
                 )
-            log_prob = log_prob[(*[slice(None)] * output.batch_dims, *self.index)]
+            at: tuple[Any, ...] = (*[slice(None)] * batch_dims, *self.index)
+            log_prob = log_prob[at]
         # factorized actions (e.g. a plain Normal over action dims): sum per-dimension terms
-        while log_prob.ndim > output.batch_dims:
+        while log_prob.ndim > batch_dims:
             log_prob = log_prob.sum(-1)
         return log_prob
 
     def __repr__(self) -> str:
-        return _log_prob_repr(self.action_key, self.index)
+        key = None if self.composite and self.component is None else self.action_key
+        return _log_prob_repr(key, self.index)
 
 
 class ActionValue(Target):
