@@ -19,14 +19,17 @@ mode; false for batch norm in training mode).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Literal, cast
 
 import torch
 from tensordict import NestedKey, TensorDictBase
 from tensordict.nn import InteractionType, TensorDictModuleBase, set_interaction_type
+from torch import nn
 
 from tdhook_rl.targets import Index, Target
 
@@ -106,7 +109,11 @@ class GradientEngine:
         flat = td.reshape(-1)
         if self.inner_shape:  # (N,) -> (N, *inner): e.g. whole trajectories for an RNN
             flat.batch_size = torch.Size((*flat.batch_size, *self.inner_shape))
-        with set_interaction_type(InteractionType.DETERMINISTIC):
+        device = next(iter(values.values())).device if values else flat.device
+        with (
+            set_interaction_type(InteractionType.DETERMINISTIC),
+            cudnn_rnn_guard(self.module, device),
+        ):
             out = self.module(flat)
         if self.inner_shape:  # targets give one value per sample (per trajectory)
             out.batch_size = out.batch_size[:1]
@@ -195,6 +202,34 @@ class GradientEngine:
             out[k] = block.movedim(0, -1).reshape(*block.shape[1:], *f)  # (n_t, *shape, *f)
             start += size
         return out
+
+
+def cudnn_rnn_guard(module: nn.Module, device: torch.device | None) -> AbstractContextManager:
+    """Turns cuDNN off for one attribution pass where it would fail: cuDNN's RNN kernels have
+    no backward in eval mode ("cudnn RNN backward can only be called in training mode"), so a
+    recurrent policy (TorchRL's ``LSTMModule``/``GRUModule``) evaluated on a GPU runs on
+    PyTorch's own RNN kernels here; every other case, and every other setting, is untouched.
+
+    Examples:
+        >>> lstm = nn.LSTM(3, 4).eval()
+        >>> type(cudnn_rnn_guard(lstm, torch.device("cuda"))).__name__
+        '_GeneratorContextManager'
+        >>> type(cudnn_rnn_guard(lstm.train(), torch.device("cuda"))).__name__
+        'nullcontext'
+    """
+    if device is None or device.type != "cuda" or not _eval_rnns(module):
+        return contextlib.nullcontext()
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(
+        enabled=False,
+        benchmark=cudnn.benchmark,
+        deterministic=cudnn.deterministic,
+        allow_tf32=cudnn.allow_tf32,
+    )
+
+
+def _eval_rnns(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.RNNBase) and not m.training for m in module.modules())
 
 
 def forward_mode_unsupported(err: Exception) -> bool:

@@ -182,6 +182,43 @@ def test_multi_agent_and_q_value_targets_on_cuda_match_cpu():
     _close(q_gpu["attribution", "q", "observation"], q_cpu["attribution", "q", "observation"])
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_recurrent_policy_in_eval_mode_on_cuda_matches_cpu(kind):
+    """cuDNN's RNN kernels have no backward in eval mode: the attribution pass must still run
+    (step by step, and through time on whole trajectories), equal to the CPU."""
+    from test_recurrent import recurrent_dqn
+    from torchrl.modules import set_recurrent_mode
+
+    from tdhook_rl.targets import ActionValue
+
+    env, policy = recurrent_dqn(kind)
+    policy.eval()
+    env.set_seed(0)
+    batch = torch.stack([env.rollout(8, policy, break_when_any_done=False) for _ in range(2)])
+    outs = []
+    for device in ("cpu", GPU):
+        module = policy.to(device)
+        data = batch.to(device)
+        step = thr.Attributed(
+            module, Saliency(abs=False), inputs=["observation"], targets={"q": ActionValue()}
+        )(data.clone())
+        through = thr.Attributed(
+            module,
+            IntegratedGradients(n_steps=16),
+            inputs=["observation"],
+            targets={f"q{t}": ActionValue(index=t) for t in range(8)},
+            sample_dims=1,
+        )
+        with set_recurrent_mode(True):
+            whole = through(data.clone())
+        outs.append((step, whole))
+    (step_c, whole_c), (step_g, whole_g) = outs
+    _close(step_g["attribution", "q", "observation"], step_c["attribution", "q", "observation"])
+    for t in range(8):
+        key = ("attribution", f"q{t}", "observation")
+        _close(whole_g[key], whole_c[key])
+
+
 @pytest.mark.skipif(GPU == "cpu", reason="needs two devices")
 def test_intervention_on_the_wrong_device_names_the_site():
     agent = agents.load("double_pendulum", device=GPU)
