@@ -24,6 +24,7 @@ from torch import nn
 
 from tdhook_rl.core.keys import as_key, key_tuple
 from tdhook_rl.latent._statistics import _ClassCounts, _ClassScore, _Moments, _Scaler, _standardize
+from tdhook_rl.latent.agents import agents_as_copies
 from tdhook_rl.latent.linear_probes import LogisticProbe, RidgeProbe
 from tdhook_rl.latent.splits import (
     LabelSpec,
@@ -37,6 +38,7 @@ __all__ = [
     "LogisticProbe",
     "ProbeResults",
     "RidgeProbe",
+    "agents_as_copies",
     "episode_ids",
     "episode_split",
     "fit_probes",
