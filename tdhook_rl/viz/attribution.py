@@ -239,21 +239,24 @@ def attribution_maps(
 
 
 def memory_map(
-    trajectory: TensorDictBase,
+    trajectories: TensorDictBase,
     heads: Sequence[str],
     *,
     input_key: NestedKey = "observation",
     out_key: NestedKey = "attribution",
     title: str | None = None,
 ) -> Any:
-    """Which steps' inputs each step's target depends on, for one trajectory attributed
-    through time (``Attributed(..., sample_dims=1)`` with one target per step): a matrix
-    whose row ``t`` is the attribution of target ``heads[t]`` summed over the features of each
-    step's input (columns), on a colour scale centred at zero. Above the diagonal it is zero
-    for a causal policy; the spread left of the diagonal is what its memory carried.
+    """Which steps' inputs each step's target depends on, for trajectories attributed through
+    time (``Attributed(..., sample_dims=1)`` with one target per step): a matrix whose row
+    ``t`` is target ``heads[t]``'s attribution summed over the features of each step's input
+    (columns). Above the diagonal it is zero for a causal policy; the spread left of the
+    diagonal is what its memory carried.
 
     Args:
-        trajectory: one attributed trajectory ``[T]`` (e.g. ``out[0]``).
+        trajectories: one attributed trajectory ``[T]`` (e.g. ``out[0]``): signed sums on a
+            colour scale centred at zero; or a batch ``[B, T]``: the mean over trajectories
+            of each step's |attribution| (summed over features), on a sequential scale
+            (signs that differ between trajectories do not cancel).
         heads: the target names, in step order (row ``t`` is ``heads[t]``).
         input_key: the attributed input.
         out_key: the attributions' root key.
@@ -270,24 +273,41 @@ def memory_map(
         >>> fig = memory_map(td, [f"q{t}" for t in range(4)])
         >>> fig.axes[0].images[0].get_array()[0].tolist()
         [2.0, 0.0, 0.0, 0.0]
+        >>> batch = torch.stack([td, td.apply(lambda x: -x)])   # [2, 4]: signs differ
+        >>> memory_map(batch, [f"q{t}" for t in range(4)]).axes[0].images[0].get_array()[0].tolist()
+        [2.0, 0.0, 0.0, 0.0]
     """
-    if trajectory.batch_dims != 1:
+    if trajectories.batch_dims not in (1, 2):
         raise ValueError(
-            f"memory_map plots one trajectory [T]; got batch {tuple(trajectory.batch_size)} "
-            "(select one, e.g. out[0])"
+            f"memory_map plots one trajectory [T] or a batch [B, T]; got batch "
+            f"{tuple(trajectories.batch_size)}"
         )
-    data = _head_attributions(trajectory, heads, input_key, out_key)
-    matrix = torch.stack([a.flatten(1).sum(1) for a in data.values()])  # (targets, steps)
+    data = _head_attributions(trajectories, heads, input_key, out_key)
+    per_step = trajectories.batch_dims == 1
+    rows = []
+    for a in data.values():
+        if per_step:  # (T, *f) -> (T,)
+            rows.append(a.flatten(1).sum(1))
+        else:  # (B, T, *f) -> (T,): mean over trajectories of |sum over features|
+            rows.append(a.flatten(2).sum(2).abs().mean(0))
+    matrix = torch.stack(rows)  # (targets, steps)
     scale = float(matrix.abs().max()) or 1.0
     plt = pyplot()
     size = max(4.0, 0.3 * matrix.shape[1] + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size), layout="constrained")
     image = ax.imshow(
-        matrix.numpy(), cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest"
+        matrix.numpy(),
+        cmap="RdBu_r" if per_step else "Reds",
+        vmin=-scale if per_step else 0.0,
+        vmax=scale,
+        interpolation="nearest",
     )
     ax.set_xlabel(f"step of the input ({input_key!r})")
     ax.set_ylabel("target")
     ax.set_yticks(range(len(data)), list(data))
-    fig.colorbar(image, ax=ax, label="attribution (summed over features)", shrink=0.9)
+    label = "attribution (summed over features)"
+    if not per_step:
+        label = f"mean |attribution| over {trajectories.shape[0]} trajectories"
+    fig.colorbar(image, ax=ax, label=label, shrink=0.9)
     ax.set_title(title or "What each step's target depends on")
     return fig
