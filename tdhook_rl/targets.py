@@ -74,6 +74,25 @@ def _read(td: TensorDictBase, key: NestedKey, who: str) -> torch.Tensor:
     return value
 
 
+def _index_text(index: tuple[int, ...]) -> str:
+    """An index as written in a repr: ``2`` or ``(2, 0)``."""
+    return repr(index[0]) if len(index) == 1 else repr(index)
+
+
+def _select(value: torch.Tensor, batch_dims: int, index: tuple[int, ...], who: str) -> torch.Tensor:
+    """``value[..batch.., *index]``: one entry of each sample's leading per-sample dims."""
+    per_sample = tuple(value.shape[batch_dims:])
+    if len(per_sample) < len(index) or not all(
+        -size <= i < size for i, size in zip(index, per_sample, strict=False)
+    ):
+        raise IndexError(
+            f"{who}: index {index} is outside the per-sample shape {per_sample} (batch "
+            f"{tuple(value.shape[:batch_dims])})."
+        )
+    at: tuple[Any, ...] = (*[slice(None)] * batch_dims, *index)
+    return value[at]
+
+
 def _as_index(index: Any, who: str) -> tuple[int, ...]:
     """``index`` as a non-empty tuple of ints (an int is a 1-tuple)."""
     if isinstance(index, int) and not isinstance(index, bool):
@@ -149,8 +168,7 @@ class Index(Target):
         return value[where]
 
     def __repr__(self) -> str:
-        index = self.index[0] if len(self.index) == 1 else self.index
-        return f"Index({self.key!r}, {index!r})"
+        return f"Index({self.key!r}, {_index_text(self.index)})"
 
 
 class ActionLogProb(Target):
@@ -220,7 +238,7 @@ class ActionLogProb(Target):
 def _log_prob_repr(action_key: NestedKey | None, index: tuple[int, ...] | None) -> str:
     args = [] if action_key is None else [repr(action_key)]
     if index is not None:
-        args.append(f"index={index[0] if len(index) == 1 else index!r}")
+        args.append(f"index={_index_text(index)}")
     return f"ActionLogProb({', '.join(args)})"
 
 
@@ -281,16 +299,8 @@ class _BoundActionLogProb(Target):
 
     def _per_sample(self, log_prob: torch.Tensor, batch_dims: int) -> torch.Tensor:
         if self.index is not None:
-            per_sample = tuple(log_prob.shape[batch_dims:])
-            if len(per_sample) < len(self.index) or not all(
-                -size <= i < size for i, size in zip(self.index, per_sample, strict=False)
-            ):
-                raise IndexError(
-                    f"{self!r}: the log-probability of {self.action_key!r} has per-sample "
-                    f"shape {per_sample}; index {self.index} is outside it."
-                )
-            at: tuple[Any, ...] = (*[slice(None)] * batch_dims, *self.index)
-            log_prob = log_prob[at]
+            who = f"{self!r} (log-probability of {self.action_key!r})"
+            log_prob = _select(log_prob, batch_dims, self.index, who)
         # factorized actions (e.g. a plain Normal over action dims): sum per-dimension terms
         while log_prob.ndim > batch_dims:
             log_prob = log_prob.sum(-1)
@@ -374,15 +384,8 @@ class ActionValue(Target):
         action = _read(reference, self.action_key, who)
         batch = output.batch_size
         if self.index is not None:  # one step of each sample, e.g. of a whole trajectory
-            at: tuple[Any, ...] = (*[slice(None)] * len(batch), *self.index)
-            try:
-                values, action = values[at], action[at]
-            except IndexError as err:
-                raise IndexError(
-                    f"{who}: index {self.index} does not fit {self.value_key!r} of shape "
-                    f"{tuple(values.shape)} and {self.action_key!r} of shape "
-                    f"{tuple(action.shape)} (batch {tuple(batch)})"
-                ) from err
+            values = _select(values, len(batch), self.index, f"{who} ({self.value_key!r})")
+            action = _select(action, len(batch), self.index, f"{who} ({self.action_key!r})")
         if values.ndim != len(batch) + 1 or values.shape[:-1] != batch:
             raise ValueError(
                 f"{who} needs {self.value_key!r} to hold one value per action, "
@@ -411,7 +414,7 @@ class ActionValue(Target):
     def __repr__(self) -> str:
         args = [] if self.value_key is None else [repr(self.value_key), repr(self.action_key)]
         if self.index is not None:
-            args.append(f"index={self.index[0] if len(self.index) == 1 else self.index!r}")
+            args.append(f"index={_index_text(self.index)}")
         return f"ActionValue({', '.join(args)})"
 
 
@@ -447,8 +450,7 @@ def as_target(spec: Any) -> Target:
         return FromCallable(spec)
     raise TypeError(
         "a target must be a key, Index(key, i), ActionLogProb(), ActionValue() or a callable "
-        f"td -> Tensor; "
-        f"got {spec!r}"
+        f"td -> Tensor; got {spec!r}"
     )
 
 

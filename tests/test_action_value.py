@@ -149,3 +149,17 @@ def test_action_log_prob_on_a_q_value_actor_points_to_action_value():
     _, policy = dqn("one_hot")
     with pytest.raises(ValueError, match=r"ActionValue\(\)"):
         thr.Attributed(policy, "saliency", inputs=["observation"], targets={"p": ActionLogProb()})
+
+
+def test_action_value_index_picks_one_step_and_names_a_bad_one():
+    values = torch.randn(2, 3, N_ACTIONS)  # [samples, steps, actions]
+    action = torch.tensor([[0, 1, 2], [3, 0, 1]])
+    out, ref = (
+        TensorDict(action_value=values, batch_size=[2]),
+        TensorDict(action=action, batch_size=[2]),
+    )
+    got = ActionValue(index=1).bind(torch.nn.Identity())(out, ref)
+    torch.testing.assert_close(got, values[torch.arange(2), 1, action[:, 1]])
+    with pytest.raises(IndexError, match="outside"):
+        ActionValue(index=3).bind(torch.nn.Identity())(out, ref)
+    assert repr(ActionValue(index=(1, 0))) == "ActionValue(index=(1, 0))"

@@ -310,9 +310,7 @@ class InterpretabilityCallback:
             a = a.reshape(-1, *a.shape[rollout.batch_dims :])
             # one scalar per feature, or per group of features for large inputs (pixels)
             groups = feature_groups(a.shape[1:], self.feature_names)
-            share = groups(a.abs()).mean(0)
-            share = share / share.sum().clamp_min(1e-12)
-            for name, value in zip(groups.names, share.tolist(), strict=True):
+            for name, value in zip(groups.names, groups.shares(a).tolist(), strict=True):
                 scalars[f"attribution/{_slug(head)}/{_slug(name)}"] = value
         return scalars
 

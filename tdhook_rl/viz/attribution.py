@@ -135,8 +135,7 @@ def feature_shares(
     for head, a in data.items():
         a = a.reshape(-1, *a.shape[rollout.batch_dims :])
         groups = feature_groups(a.shape[1:], feature_names)
-        magnitude = groups(a.abs()).mean(0)
-        shares[head] = magnitude / magnitude.sum().clamp_min(1e-12)
+        shares[head] = groups.shares(a)
     names = groups.names
     n = len(names)
     plt = pyplot()

@@ -51,6 +51,12 @@ class FeatureGroups:
         padded = torch.nn.functional.pad(flat, (0, self.block * len(self.names) - flat.shape[1]))
         return padded.reshape(n, len(self.names), self.block).sum(-1)
 
+    def shares(self, values: torch.Tensor) -> torch.Tensor:
+        """Each row's share of the mean absolute value of ``values`` ``[N, *shape]``
+        (summing to 1): what a head attends to, per feature or group."""
+        magnitude = self(values.abs()).mean(0)
+        return magnitude / magnitude.sum().clamp_min(1e-12)
+
 
 def feature_groups(
     shape: Sequence[int], feature_names: Sequence[str] | None = None, max_rows: int = MAX_ROWS
