@@ -21,6 +21,10 @@ def test_the_decision_rests_on_the_remembered_cue(tmp_path):
     assert len(by_step) == example.STEPS
     assert max(range(len(by_step)), key=by_step.__getitem__) == 0
     assert summary["decision_share_of_step_0"] > 0.5
-    assert summary["max_abs_completeness_delta"] < 0.1  # IG converged on every trajectory
+    # IG's path points are doubled until completeness holds on every trajectory and step: the
+    # trained network's steepness depends on the CPU's floating-point path, the bound does not
+    assert summary["converged"]
+    assert summary["max_abs_completeness_delta"] <= summary["max_delta_bound"] == 0.05
+    assert summary["ig_n_steps"] >= 256
     assert (tmp_path / "memory_map.png").stat().st_size > 0
     assert json.loads((tmp_path / "memory_through_time.json").read_text()) == summary
