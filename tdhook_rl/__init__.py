@@ -3,32 +3,59 @@
 Attribution, activation recording, probing and interventions as TensorDict modules that drop
 into ``env.rollout``, collectors and trainers.
 
+Every public name is imported on first use, so ``import tdhook_rl`` (and the ``tdhook-rl``
+command's ``--help``) does not load torch.
+
 Examples:
     >>> import tdhook_rl as thr
     >>> from tdhook_rl.attribution import IntegratedGradients
     >>> from tdhook_rl.targets import ActionLogProb
+    >>> thr.Attributed.__name__, thr.probes.__name__
+    ('Attributed', 'tdhook_rl.probes')
 """
 
-import importlib
-from typing import Any
+from __future__ import annotations
 
-from tdhook_rl import attribution, interventions, probes, targets
-from tdhook_rl.attributed import Attributed
-from tdhook_rl.core.sites import KeySite, ModuleSite
-from tdhook_rl.latent.intervened import Intervened, get, intervene, set
-from tdhook_rl.latent.patching import activation_patching
-from tdhook_rl.latent.recorded import Recorded
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below
+    from tdhook_rl import attribution, evaluate, interventions, probes, targets
+    from tdhook_rl.attributed import Attributed
+    from tdhook_rl.core.sites import KeySite, ModuleSite
+    from tdhook_rl.latent.intervened import Intervened, get, intervene, set
+    from tdhook_rl.latent.patching import activation_patching
+    from tdhook_rl.latent.recorded import Recorded
 
 __version__ = "0.1.0"
 
-# imported on first use: tdhook_rl.evaluate needs torchrl.envs (about 0.4 s, MuJoCo included)
-_LAZY_MODULES = ("evaluate",)
+# public name -> the module defining it (submodules map to themselves)
+_LAZY: dict[str, str] = {
+    "Attributed": "tdhook_rl.attributed",
+    "Intervened": "tdhook_rl.latent.intervened",
+    "KeySite": "tdhook_rl.core.sites",
+    "ModuleSite": "tdhook_rl.core.sites",
+    "Recorded": "tdhook_rl.latent.recorded",
+    "activation_patching": "tdhook_rl.latent.patching",
+    "get": "tdhook_rl.latent.intervened",
+    "intervene": "tdhook_rl.latent.intervened",
+    "set": "tdhook_rl.latent.intervened",
+}
+_SUBMODULES = ("attribution", "evaluate", "interventions", "probes", "targets")
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY_MODULES:
+    if name in _SUBMODULES:
         return importlib.import_module(f"tdhook_rl.{name}")
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
     raise AttributeError(f"module 'tdhook_rl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 __all__ = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -10,15 +9,10 @@ import torch
 from tensordict import NestedKey, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
-from tdhook_rl.attribution import AttributionMethod, AttributionResult, resolve_method
-from tdhook_rl.attribution.engine import (
-    STRATEGIES,
-    GradientEngine,
-    Strategy,
-    forward_mode_unsupported,
-)
+from tdhook_rl.attribution import AttributionMethod, resolve_method
+from tdhook_rl.attribution.engine import GradientEngine, Strategy
 from tdhook_rl.core.grad_mode import gradients_enabled, inside_functional_transform
-from tdhook_rl.core.keys import as_key, key_tuple
+from tdhook_rl.core.keys import as_key, held_keys, key_tuple
 from tdhook_rl.core.wrapper import TransparentWrapper
 from tdhook_rl.targets import Target, as_targets
 
@@ -48,15 +42,20 @@ class Attributed(TransparentWrapper):
             (``"saliency"``, ``"input_x_gradient"``, ``"integrated_gradients"``, ``"smoothgrad"``).
         inputs: the floating-point entries to attribute to (read by the module).
         targets: ``{name: target}``; a target is a key of a per-sample scalar
-            (``"state_value"``), :class:`~tdhook_rl.targets.Index`,
-            :class:`~tdhook_rl.targets.ActionLogProb` or a callable ``td -> Tensor``.
-        out_key: the root key of the results.
+            (``"state_value"``), a key and an index (``("logits", 2)``, the same as
+            :class:`~tdhook_rl.targets.Index`), :class:`~tdhook_rl.targets.ActionLogProb`,
+            :class:`~tdhook_rl.targets.ActionLoc`, :class:`~tdhook_rl.targets.ActionValue`
+            or a callable ``td -> Tensor`` (see :func:`tdhook_rl.targets.as_target`).
+        out_key: the root key of the results; it may not collide with an entry the module
+            reads or writes (a ``ValueError`` at construction).
         strategy: how the per-target gradients are batched: ``"reverse"`` (one backward over
             one-hot cotangents), ``"forward"`` (forward-mode AD over one-hot tangents, cheaper
             when the inputs have fewer features than there are targets), ``"replicate"``, or
             ``"auto"`` (default): forward mode when the inputs have fewer features than there
             are targets and the module supports it (checked on the first call, with a
-            fallback to reverse mode), else reverse mode.
+            fallback to reverse mode), else reverse mode. The
+            :class:`~tdhook_rl.attribution.GradientEngine` in ``self.engine`` decides and
+            remembers (``engine.forward_supported``).
         sample_dims: how many leading batch dimensions index independent samples (default:
             all of them). With trajectories ``[B, T]`` read whole by a recurrent module (TorchRL's
             ``LSTMModule``/``GRUModule`` under ``set_recurrent_mode(True)``), ``sample_dims=1``
@@ -116,18 +115,33 @@ class Attributed(TransparentWrapper):
                     f"input {key!r} is not read by the module (its in_keys are {module_in}); "
                     "attribute to one of those."
                 )
-        self.targets: dict[str, Target] = {
-            name: target.bind(module) for name, target in as_targets(targets).items()
-        }
-        if strategy not in (*STRATEGIES, "auto"):
-            raise ValueError(f"strategy must be one of {[*STRATEGIES, 'auto']}, got {strategy!r}")
+        self.targets: dict[str, Target] = as_targets(targets, module)
+        self.method.check_inputs(self.inputs)
+        self.engine = GradientEngine(module, self.targets, strategy)
         self.strategy = strategy
-        self._forward_ok: bool | None = None  # "auto": does the module support forward mode?
         self.out_key = as_key(out_key, "out_key")
         if any(key_tuple(k)[-1] == DELTA_KEY for k in self.inputs):
             raise ValueError(f"an input key may not end with {DELTA_KEY!r} (reserved for results)")
+        self._check_out_key(module)
         self.in_keys = module_in
         self.out_keys = list(module.out_keys) + self.result_keys()
+
+    def _check_out_key(self, module: TensorDictModuleBase) -> None:
+        """No result key may overwrite, or be written inside, an entry the module reads or
+        writes (nor a baseline key the method reads): refused now, not at the first call."""
+        used = [*module.in_keys, *module.out_keys, *self.method.context_keys]
+        for result in self.result_keys():
+            parts = key_tuple(result)
+            for key in used:
+                other = key_tuple(key)
+                n = min(len(parts), len(other))
+                if parts[:n] == other[:n]:
+                    raise ValueError(
+                        f"out_key {self.out_key!r} collides with {key!r}, which the module "
+                        f"reads or writes (result {result!r}; module in_keys "
+                        f"{list(module.in_keys)}, out_keys {list(module.out_keys)}); choose "
+                        "another out_key, e.g. out_key='attribution'."
+                    )
 
     def result_keys(self) -> list[NestedKey]:
         """The keys this wrapper adds to the module's outputs."""
@@ -144,9 +158,8 @@ class Attributed(TransparentWrapper):
         for key in self.inputs:
             value = td.get(key, None)
             if value is None:
-                present = sorted(str(k) for k in td.keys(include_nested=True, leaves_only=True))
                 raise KeyError(
-                    f"input {key!r} is not in the TensorDict (it holds {present}); "
+                    f"input {key!r} is not in the TensorDict (it holds {held_keys(td)}); "
                     f"check Attributed(inputs=...)."
                 )
             if not isinstance(value, torch.Tensor) or not value.is_floating_point():
@@ -177,11 +190,9 @@ class Attributed(TransparentWrapper):
             if inner:  # the inner batch dimensions become part of each sample
                 context.batch_size = samples
                 reference.batch_size = samples
-            engine = GradientEngine(
-                self.wrapped, self.targets, context, reference, inner_shape=inner
-            )
+            engine = self.engine.at(context, reference, inner)
             values = {k: v.detach().clone() for k, v in inputs.items()}
-            result = self._attribute(engine, values, len(samples))
+            result = self.method.attribute(engine, values)
         root = key_tuple(self.out_key)
         for i, name in enumerate(self.targets):
             for key, value in result.attributions.items():
@@ -206,43 +217,6 @@ class Attributed(TransparentWrapper):
                 f"dimension(s) {tuple(batch)}"
             )
         return batch[: self.sample_dims], batch[self.sample_dims :]
-
-    def _choose_strategy(
-        self, inputs: Mapping[NestedKey, torch.Tensor], batch_dims: int
-    ) -> Strategy:
-        if self.strategy != "auto":
-            return self.strategy
-        n_features = sum(math.prod(v.shape[batch_dims:]) for v in inputs.values())
-        if n_features < len(self.targets) and self._forward_ok is not False:
-            return "forward"
-        return "reverse"
-
-    def _attribute(
-        self, engine: GradientEngine, inputs: dict[NestedKey, torch.Tensor], batch_dims: int
-    ) -> AttributionResult:
-        engine.strategy = self._choose_strategy(inputs, batch_dims)
-        if engine.strategy != "forward" or self._forward_ok:
-            return self.method.attribute(engine, inputs)
-        if self.strategy == "forward":
-            try:
-                return self.method.attribute(engine, inputs)
-            except (NotImplementedError, RuntimeError) as err:
-                if not forward_mode_unsupported(err):
-                    raise
-                raise RuntimeError(
-                    f"strategy='forward' needs forward-mode AD through the whole module, which "
-                    f"failed here: {err}. Use strategy='reverse' (or 'auto', which falls back)."
-                ) from err
-        try:  # "auto" trying forward mode for the first time
-            result = self.method.attribute(engine, inputs)
-        except (NotImplementedError, RuntimeError) as err:
-            if not forward_mode_unsupported(err):
-                raise
-            self._forward_ok = False
-            engine.strategy = "reverse"
-            return self.method.attribute(engine, inputs)
-        self._forward_ok = True
-        return result
 
     def _extra_repr_items(self) -> dict[str, Any]:
         return {"method": self.method, "inputs": self.inputs, "targets": self.targets}

@@ -13,8 +13,8 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from tdhook_rl.core.keys import key_tuple
+from tdhook_rl.core.sites import SiteSpec
 from tdhook_rl.latent.intervened import Intervened, InterventionSpec
-from tdhook_rl.latent.recorded import SiteSpec
 
 
 @dataclass

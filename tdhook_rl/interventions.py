@@ -1,8 +1,27 @@
-"""Interventions on activations (``tdhook_rl.interventions``; defined in
-:mod:`tdhook_rl.latent.interventions`)."""
+"""Interventions on activations, for :class:`~tdhook_rl.Intervened`.
 
-from tdhook_rl.latent import interventions as _interventions
-from tdhook_rl.latent.interventions import *  # noqa: F403 - this module re-exports them
-from tdhook_rl.latent.interventions import as_intervention
+This is the one public home of the intervention names (``thr.interventions.Ablate``, ...);
+they are defined in :mod:`tdhook_rl.latent.interventions`.
+"""
 
-__all__ = [*_interventions.__all__, "as_intervention"]
+from tdhook_rl.latent.interventions import (
+    Ablate,
+    Clamp,
+    FromCallable,
+    Intervention,
+    Patch,
+    Steer,
+    as_intervention,
+    steering_vector,
+)
+
+__all__ = [
+    "Ablate",
+    "Clamp",
+    "FromCallable",
+    "Intervention",
+    "Patch",
+    "Steer",
+    "as_intervention",
+    "steering_vector",
+]

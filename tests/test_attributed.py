@@ -106,7 +106,7 @@ def test_auto_uses_forward_mode_when_there_are_fewer_features_than_targets():
         targets=NINE | {f"x{i}": Index("logits", i) for i in range(4)},
     )
     explained(TensorDict(observation=torch.randn(3, OBS), batch_size=[3]))
-    assert explained._forward_ok is True
+    assert explained.engine.forward_supported is True
 
 
 def test_auto_falls_back_when_forward_mode_is_unsupported():
@@ -116,7 +116,7 @@ def test_auto_falls_back_when_forward_mode_is_unsupported():
     auto = thr.Attributed(gaussian_actor(), "saliency", inputs=["observation"], targets=targets)
     torch.manual_seed(0)
     got = auto(td.clone())
-    assert auto._forward_ok is False
+    assert auto.engine.forward_supported is False
     reverse = thr.Attributed(
         gaussian_actor(), "saliency", inputs=["observation"], targets=targets, strategy="reverse"
     )

@@ -38,7 +38,9 @@ def test_input_not_read_by_module():
 def test_missing_target_key():
     explained = attributed(targets={"v": "value"})
     with pytest.raises(
-        KeyError, match=r"target key 'value' reads 'value', which the module's output"
+        KeyError,
+        match=r"target 'v' reads key 'value', which is missing; the TensorDict holds \[.*"
+        r"'state_value'\]",
     ):
         explained(obs_td())
 
@@ -53,7 +55,9 @@ def test_non_scalar_target_says_use_index():
 
 def test_index_out_of_range():
     explained = attributed(targets={"policy": Index("logits", 9)})
-    with pytest.raises(IndexError, match=r"index 9 is out of range"):
+    with pytest.raises(
+        IndexError, match=r"target 'policy': index \(9,\) is out of range.*shape \(4,\) of 'logits'"
+    ):
         explained(obs_td())
 
 
@@ -141,5 +145,51 @@ def test_errors_leave_the_model_untouched():
 def test_index_out_of_range_among_several_index_targets():
     targets = {"a": Index("logits", 0), "b": Index("logits", 1), "c": Index("logits", 11)}
     explained = attributed(targets=targets)
-    with pytest.raises(IndexError, match=r"Index\('logits', \(11,\)\): index 11 is out of range"):
+    with pytest.raises(IndexError, match=r"target 'c': index \(11,\) is out of range"):
         explained(obs_td())
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        IntegratedGradients(baseline={"obsrvation": 1.0}),
+        SmoothGrad(IntegratedGradients(baseline={"obsrvation": 1.0})),
+    ],
+    ids=["ig", "smoothgrad(ig)"],
+)
+def test_a_baseline_for_a_key_that_is_not_an_input_is_refused_at_construction(method):
+    with pytest.raises(
+        ValueError,
+        match=r"baseline mapping names 'obsrvation', which is not an input; the inputs are "
+        r"\['observation'\]",
+    ):
+        attributed(method=method)
+
+
+def test_a_baseline_mapping_key_is_normalized():
+    td = obs_td()
+    nested = attributed(method=IntegratedGradients(baseline={("observation",): 1.0}))(td.clone())
+    plain = attributed(method=IntegratedGradients(baseline=1.0))(td.clone())
+    torch.testing.assert_close(nested["attribution"], plain["attribution"])
+
+
+@pytest.mark.parametrize(
+    ("out_key", "collides_with"),
+    [
+        ("state_value", "state_value"),  # written by the module: results would go inside it
+        ("observation", "observation"),  # read by the module
+        (("logits", "x"), "logits"),  # inside an entry the module writes
+    ],
+)
+def test_an_out_key_that_collides_with_the_module_is_refused_at_construction(
+    out_key, collides_with
+):
+    with pytest.raises(
+        ValueError, match=rf"out_key .* collides with '{collides_with}', which the module reads"
+    ):
+        attributed(out_key=out_key)
+
+
+def test_an_out_key_beside_the_module_keys_is_fine():
+    out = attributed(out_key=("explain", "ig"))(obs_td())
+    assert out["explain", "ig", "value", "observation"].shape == (3, OBS)

@@ -1,4 +1,4 @@
-"""Targets: keys, Index, callables and ActionLogProb for every supported distribution."""
+"""Targets: keys, Index, callables, ActionLogProb for every supported distribution, ActionLoc."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import pytest
 import torch
 from captum.attr import IntegratedGradients as CIntegratedGradients
 from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
 
 import tdhook_rl as thr
 from tdhook_rl.attribution import IntegratedGradients, Saliency
-from tdhook_rl.targets import ActionLogProb, FromCallable, Index, Key, as_target
+from tdhook_rl.targets import ActionLoc, ActionLogProb, FromCallable, Index, Key, as_target
 
-from models import N_LOGITS, OBS, actor_critic_mlp, categorical_actor, gaussian_actor
+from models import N_LOGITS, OBS, actor_critic_mlp, categorical_actor, gaussian_actor, mlp
 
 
 def observation_td(batch, masked=False):
@@ -129,3 +130,92 @@ def test_callable_target_inside_attributed_equals_sum_of_index_targets():
         atol=1e-6,
         rtol=1e-5,
     )
+
+
+# --- ActionLoc: the location of a continuous action distribution -----------------------------
+
+BATCHES = [(), (5,), (3, 4)]
+
+
+def constant_scale_actor(action_dim: int = 1):
+    """A Normal actor whose scale does not depend on the state (as PPO's learned log-std)."""
+    from tensordict.nn import TensorDictSequential
+    from torchrl.modules import ProbabilisticActor
+
+    torch.manual_seed(0)
+    loc = TensorDictModule(mlp(OBS, action_dim), ["observation"], ["loc"])
+    scale = TensorDictModule(lambda x: torch.full_like(x, 0.3), ["loc"], ["scale"])
+    return ProbabilisticActor(
+        TensorDictSequential(loc, scale),
+        in_keys=["loc", "scale"],
+        distribution_class=torch.distributions.Normal,
+    )
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("distribution", ["tanh_normal", "normal"])
+def test_action_loc_ig_matches_captum(batch, distribution):
+    actor = gaussian_actor(distribution, action_dim=1)
+    td = observation_td(batch)
+    explained = thr.Attributed(
+        actor, IntegratedGradients(n_steps=16), inputs=["observation"], targets={"f": ActionLoc()}
+    )
+    got = explained(td.clone())["attribution", "f", "observation"]
+    assert got.shape == (*batch, OBS)
+
+    def loc(x):  # captum's forward: the actor's loc entry, one per sample
+        return actor(TensorDict(observation=x, batch_size=x.shape[:1]))["loc"][:, 0]
+
+    flat = td["observation"].reshape(-1, OBS)
+    want = CIntegratedGradients(loc).attribute(flat, n_steps=16).reshape(*batch, OBS)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_action_loc_index_picks_one_action_dimension_and_is_required_for_several():
+    actor = gaussian_actor("tanh_normal", action_dim=2)
+    td = observation_td((6,))
+    with pytest.raises(
+        ValueError, match=r"target 'f'.*per-sample shape \(2,\).*ActionLoc\(index=i\)"
+    ):
+        thr.Attributed(actor, "saliency", inputs=["observation"], targets={"f": ActionLoc()})(td)
+    explained = thr.Attributed(
+        actor, Saliency(abs=False), inputs=["observation"], targets={"f": ActionLoc(index=1)}
+    )
+    got = explained(td.clone())["attribution", "f", "observation"]
+    x = td["observation"].clone().requires_grad_()
+    loc = actor(TensorDict(observation=x, batch_size=[6]))["loc"][:, 1]
+    want = torch.autograd.grad(loc.sum(), x)[0]  # rows are independent samples
+    torch.testing.assert_close(got, want)
+
+
+def test_action_loc_explains_what_the_mode_log_prob_cannot():
+    """At the mode, d log pi(mode | x) / dx is zero for a state-independent scale."""
+    from tensordict.nn import InteractionType, set_interaction_type
+
+    actor = constant_scale_actor()
+    td = observation_td((8,))
+    explained = thr.Attributed(
+        actor,
+        Saliency(abs=False),
+        inputs=["observation"],
+        targets={"log_prob": ActionLogProb(), "loc": ActionLoc()},
+    )
+    with set_interaction_type(InteractionType.DETERMINISTIC):
+        out = explained(td)["attribution"]
+    assert out["log_prob", "observation"].abs().max() < 1e-5
+    assert out["loc", "observation"].abs().max() > 1e-2
+
+
+def test_action_loc_needs_a_probabilistic_actor_or_a_loc_key():
+    with pytest.raises(ValueError, match="ActionLoc needs a probabilistic actor"):
+        thr.Attributed(
+            actor_critic_mlp(), "saliency", inputs=["observation"], targets={"f": ActionLoc()}
+        )
+    explained = thr.Attributed(  # an explicit key needs no distribution
+        actor_critic_mlp(),
+        "saliency",
+        inputs=["observation"],
+        targets={"f": ActionLoc("state_value")},
+    )
+    assert explained(observation_td((2,)))["attribution", "f", "observation"].shape == (2, OBS)
+    assert repr(ActionLoc(index=0)) == "ActionLoc(index=0)"

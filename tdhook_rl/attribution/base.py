@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -38,6 +38,11 @@ class AttributionMethod(ABC):
     has_convergence_delta: ClassVar[bool] = False
     #: Keys of the input TensorDict the method reads besides the inputs (baseline keys).
     context_keys: tuple[NestedKey, ...] | list[NestedKey] = ()
+
+    def check_inputs(  # noqa: B027 (optional hook, no-op by default)
+        self, inputs: Sequence[NestedKey]
+    ) -> None:
+        """Validates arguments against the attributed input keys, when the wrapper is built."""
 
     def check(  # noqa: B027 (optional hook, no-op by default)
         self, inputs: Mapping[NestedKey, torch.Tensor], td: TensorDictBase

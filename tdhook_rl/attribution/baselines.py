@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from tensordict import NestedKey, TensorDictBase
@@ -17,6 +17,32 @@ def _spec_for(baseline: Baselines, key: NestedKey) -> BaselineSpec:
     if isinstance(baseline, Mapping):
         return baseline.get(key, 0.0)
     return baseline
+
+
+def normalize_baselines(baseline: Baselines) -> Baselines:
+    """A mapping's keys in canonical form (``("observation",)`` -> ``"observation"``)."""
+    if isinstance(baseline, Mapping):
+        return {as_key(k, "baseline mapping key"): v for k, v in baseline.items()}
+    return baseline
+
+
+def check_baseline_keys(baseline: Baselines, inputs: Sequence[NestedKey]) -> None:
+    """A baseline mapping names inputs only: a ``ValueError`` names any other key.
+
+    Examples:
+        >>> check_baseline_keys({"obsrvation": 1.0}, ["observation"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: the baseline mapping names 'obsrvation', which is not an input; the ...
+    """
+    if not isinstance(baseline, Mapping):
+        return
+    for key in baseline:
+        if as_key(key, "baseline mapping key") not in inputs:
+            raise ValueError(
+                f"the baseline mapping names {key!r}, which is not an input; the inputs are "
+                f"{list(inputs)}"
+            )
 
 
 def baseline_keys(baseline: Baselines) -> list[NestedKey]:

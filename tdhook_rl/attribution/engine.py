@@ -12,6 +12,11 @@ Three strategies, none with a Python loop over targets:
 * ``"replicate"``: the batch is replicated once per target and one plain backward runs (more
   forward work; for modules whose backward has no vmap batching rule).
 
+``"auto"`` (the default) is decided by the engine at each :meth:`GradientEngine.gradients`
+call: forward mode when the inputs have fewer features than there are targets and the module
+supports it (a failed first try falls back to reverse mode, and is remembered), else reverse.
+Empty batches (``(0,)``, ``(3, 0)``) run the module on an empty batch and give empty results.
+
 Per-sample gradients come from differentiating the sum over the batch: this assumes samples do
 not interact inside the module (true for MLPs, conv nets and normalization layers in eval
 mode; false for batch norm in training mode).
@@ -20,6 +25,7 @@ mode; false for batch norm in training mode).
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 from collections.abc import Mapping
@@ -27,11 +33,11 @@ from contextlib import AbstractContextManager
 from typing import Literal, cast
 
 import torch
-from tensordict import NestedKey, TensorDictBase
+from tensordict import NestedKey, TensorDict, TensorDictBase
 from tensordict.nn import InteractionType, TensorDictModuleBase, set_interaction_type
 from torch import nn
 
-from tdhook_rl.targets import Index, Target
+from tdhook_rl.targets import Target, per_sample
 
 Strategy = Literal["reverse", "forward", "replicate"]
 STRATEGIES: tuple[str, ...] = ("reverse", "forward", "replicate")
@@ -40,34 +46,83 @@ STRATEGIES: tuple[str, ...] = ("reverse", "forward", "replicate")
 class GradientEngine:
     """Evaluates targets and their input gradients for batches of input values.
 
+    The engine owns its strategy: with ``strategy="auto"`` each :meth:`gradients` call takes
+    forward mode when the inputs have fewer features than there are targets, else reverse
+    mode; a module without forward-mode support (e.g. TanhNormal's custom tanh) falls back to
+    reverse mode once, and the engines made from this one by :meth:`at` and :meth:`expand`
+    remember it.
+
     Args:
         module: the wrapped TensorDict module.
         targets: bound targets, in output order.
+        strategy: ``"auto"``, ``"reverse"``, ``"forward"`` or ``"replicate"`` (see the module
+            docstring).
         context: the module's other inputs (everything but the attributed entries), with the
-            caller's batch shape; grad-free tensors.
+            caller's batch shape; grad-free tensors. Set per batch with :meth:`at`.
         reference: entries of the original forward that targets read (the taken action).
-        strategy: ``"reverse"``, ``"forward"`` or ``"replicate"`` (see the module docstring).
         inner_shape: batch dimensions that belong *inside* a sample (the time dimension of
             trajectories that a recurrent module reads whole): ``context`` and ``reference``
             are batched over the samples only, their entries carry ``inner_shape`` after the
             sample dimensions, and the module is called with it restored to its batch.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import TensorDictModule
+        >>> from tdhook_rl.targets import as_targets
+        >>> net = TensorDictModule(nn.Linear(3, 2), ["observation"], ["logits"])
+        >>> engine = GradientEngine(net, as_targets({"a": ("logits", 0), "b": ("logits", 1)}))
+        >>> batch = engine.at(TensorDict(batch_size=[4]), TensorDict(batch_size=[4]))
+        >>> batch.gradients({"observation": torch.randn(4, 3)})["observation"].shape
+        torch.Size([2, 4, 3])
     """
 
     def __init__(
         self,
         module: TensorDictModuleBase,
         targets: Mapping[str, Target],
-        context: TensorDictBase,
-        reference: TensorDictBase,
-        strategy: Strategy = "reverse",
+        strategy: Strategy | Literal["auto"] = "auto",
+        *,
+        context: TensorDictBase | None = None,
+        reference: TensorDictBase | None = None,
         inner_shape: tuple[int, ...] = (),
     ) -> None:
+        if strategy not in (*STRATEGIES, "auto"):
+            raise ValueError(f"strategy must be one of {[*STRATEGIES, 'auto']}, got {strategy!r}")
         self.module = module
         self.targets = dict(targets)
-        self.context = context
-        self.reference = reference
         self.strategy = strategy
+        self._context = context
+        self.reference = reference if reference is not None else TensorDict()
         self.inner_shape = torch.Size(inner_shape)
+        # shared by the engines made with at() and expand(): does the module support
+        # forward mode? None until "auto" has tried it
+        self._support: dict[str, bool | None] = {"forward": None}
+
+    def at(
+        self,
+        context: TensorDictBase,
+        reference: TensorDictBase,
+        inner_shape: tuple[int, ...] = (),
+    ) -> GradientEngine:
+        """This engine on one batch: ``context`` and ``reference`` as in the class docstring."""
+        return self._copy(context, reference, inner_shape)
+
+    def _copy(self, context, reference, inner_shape) -> GradientEngine:
+        engine = copy.copy(self)
+        engine._context, engine.reference = context, reference
+        engine.inner_shape = torch.Size(inner_shape)
+        return engine  # engine._support is the same dict
+
+    @property
+    def forward_supported(self) -> bool | None:
+        """Whether forward mode worked through the module (``None``: not tried yet)."""
+        return self._support["forward"]
+
+    @property
+    def context(self) -> TensorDictBase:
+        if self._context is None:
+            raise RuntimeError("this engine has no batch yet: use engine.at(context, reference)")
+        return self._context
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -80,13 +135,8 @@ class GradientEngine:
     def expand(self, *lead: int) -> GradientEngine:
         """An engine whose batch is ``(*lead, *batch_shape)`` (context and reference expanded)."""
         shape = (*lead, *self.batch_shape)
-        return GradientEngine(
-            self.module,
-            self.targets,
-            self.context.expand(shape),
-            self.reference.expand(shape),
-            self.strategy,
-            self.inner_shape,
+        return self._copy(
+            self.context.expand(shape), self.reference.expand(shape), self.inner_shape
         )
 
     def evaluate(
@@ -106,7 +156,9 @@ class GradientEngine:
         for key, value in values.items():
             td.set(key, value)
         # (*lead, *batch) -> (N,): modules such as conv nets want one flat batch dimension
-        flat = td.reshape(-1)
+        # (N given explicitly: reshape(-1) is ambiguous for an empty batch)
+        n = shape.numel()
+        flat = td.reshape(n)
         if self.inner_shape:  # (N,) -> (N, *inner): e.g. whole trajectories for an RNN
             flat.batch_size = torch.Size((*flat.batch_size, *self.inner_shape))
         device = next(iter(values.values())).device if values else flat.device
@@ -117,20 +169,20 @@ class GradientEngine:
             out = self.module(flat)
         if self.inner_shape:  # targets give one value per sample (per trajectory)
             out.batch_size = out.batch_size[:1]
-        reference = (self.reference.expand(shape) if lead else self.reference).reshape(-1)
+        reference = (self.reference.expand(shape) if lead else self.reference).reshape(n)
         rows = []  # each (k, N)
         for group in _groups(self.targets):
-            if len(group) > 1:  # several Index targets of one vector: one gather, not k selects
-                rows.append(_gather(group, out))
+            if len(group) > 1:  # several columns of one vector: one gather, not k selects
+                rows.append(_gather(group, out, reference))
                 continue
-            name, target = group[0]
-            rows.append(_per_sample(name, target, target(out, reference), flat.batch_size)[None])
+            target = group[0]
+            rows.append(per_sample(target(out, reference), out.batch_size, target)[None])
         return torch.cat(rows).reshape(self.n_targets, *shape)
 
     def gradients(
         self, values: Mapping[NestedKey, torch.Tensor], lead: tuple[int, ...] = ()
     ) -> dict[NestedKey, torch.Tensor]:
-        """Per-sample gradients of every target at ``values``.
+        """Per-sample gradients of every target at ``values``, in the engine's strategy.
 
         Args:
             values: input entries, each ``(*lead, *batch, *feature)``; they are detached here.
@@ -141,11 +193,38 @@ class GradientEngine:
             For each input key a tensor ``(n_targets, *lead, *batch, *feature)``.
         """
         keys = list(values)
-        if self.strategy == "forward":
-            return self._forward_mode(keys, values, lead)
-        if self.strategy == "replicate":
+        mode = self.mode(values, lead)
+        if mode == "forward":
+            try:
+                grads = self._forward_mode(keys, values, lead)
+            except (NotImplementedError, RuntimeError) as err:
+                if not forward_mode_unsupported(err):
+                    raise
+                if self.strategy == "forward":
+                    raise RuntimeError(
+                        f"strategy='forward' needs forward-mode AD through the whole module, "
+                        f"which failed here: {err}. Use strategy='reverse' (or 'auto', which "
+                        "falls back)."
+                    ) from err
+                self._support["forward"] = False  # "auto": reverse mode from now on
+                return self._reverse_mode(keys, values, lead)
+            self._support["forward"] = True
+            return grads
+        if mode == "replicate":
             return self._replicate(keys, values, lead)
         return self._reverse_mode(keys, values, lead)
+
+    def mode(
+        self, values: Mapping[NestedKey, torch.Tensor], lead: tuple[int, ...] = ()
+    ) -> Strategy:
+        """The strategy :meth:`gradients` takes for ``values``."""
+        if self.strategy != "auto":
+            return self.strategy
+        batch_dims = len(lead) + len(self.batch_shape)
+        n_features = sum(math.prod(v.shape[batch_dims:]) for v in values.values())
+        if n_features < self.n_targets and self._support["forward"] is not False:
+            return "forward"
+        return "reverse"
 
     def _reverse_mode(self, keys, values, lead) -> dict[NestedKey, torch.Tensor]:
         n = self.n_targets
@@ -240,66 +319,39 @@ def forward_mode_unsupported(err: Exception) -> bool:
     )
 
 
-def _groups(targets: Mapping[str, Target]) -> list[list[tuple[str, Target]]]:
-    """Consecutive single-int ``Index`` targets of the same key form one group; every other
-    target is a group of its own."""
-    groups: list[list[tuple[str, Target]]] = []
-    for name, target in targets.items():
-        last = groups[-1][-1][1] if groups else None
-        if (
-            isinstance(target, Index)
-            and len(target.index) == 1
-            and isinstance(last, Index)
-            and len(last.index) == 1
-            and last.key == target.key
-        ):
-            groups[-1].append((name, target))
+def _groups(targets: Mapping[str, Target]) -> list[list[Target]]:
+    """Consecutive targets that are columns of the same vector entry form one group; every
+    other target is a group of its own."""
+    groups: list[list[Target]] = []
+    for target in targets.values():
+        column = target.column
+        last = groups[-1][-1].column if groups else None
+        if column is not None and last is not None and last[0] == column[0]:
+            groups[-1].append(target)
         else:
-            groups.append([(name, target)])
+            groups.append([target])
     return groups
 
 
-def _gather(group: list[tuple[str, Target]], out: TensorDictBase) -> torch.Tensor:
-    """``(k, N)`` values of k ``Index`` targets on one vector entry, by a single gather."""
-    targets = [cast(Index, t) for _, t in group]  # _groups puts only Index targets here
-    first = targets[0]
-    value = out.get(first.key, None)
-    if value is None or value.ndim != out.batch_dims + 1:
-        # missing key or not a vector per sample: let each target raise its own clear error
-        return torch.stack([t(out, out) for _, t in group])
-    width = value.shape[-1]
-    index = [t.index[0] for t in targets]
-    bad = [i for i in index if not -width <= i < width]
-    if bad:
-        group[index.index(bad[0])][1](
-            out, out
-        )  # raises the IndexError naming the target's key and index
-    columns = _columns(tuple(i % width for i in index), value.device)
-    return value.index_select(-1, columns).movedim(-1, 0)  # (N, k) -> (k, N)
+def _gather(group: list[Target], out: TensorDictBase, reference: TensorDictBase) -> torch.Tensor:
+    """``(k, N)`` values of k column targets of one vector entry, by a single gather."""
+    columns = [cast(tuple[NestedKey, int], t.column) for t in group]  # _groups: all columns
+    key = columns[0][0]
+    value = out.get(key, None)
+    width = value.shape[-1] if isinstance(value, torch.Tensor) else 0
+    index = [i for _, i in columns]
+    if (
+        not isinstance(value, torch.Tensor)
+        or value.ndim != out.batch_dims + 1
+        or not all(-width <= i < width for i in index)
+    ):
+        # missing key, not a vector per sample, or out of range: each target's own error
+        return torch.stack([per_sample(t(out, reference), out.batch_size, t) for t in group])
+    at = _columns(tuple(i % width for i in index), value.device)
+    return value.index_select(-1, at).movedim(-1, 0)  # (N, k) -> (k, N)
 
 
 @functools.lru_cache(maxsize=128)
 def _columns(index: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """The gather indices on ``device``, copied there once (no copy per call)."""
     return torch.tensor(index, device=device)
-
-
-def _per_sample(name: str, target: Target, value: torch.Tensor, batch: torch.Size) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(
-            f"target {name!r} ({target!r}) returned {type(value).__name__}, not a tensor"
-        )
-    if value.shape == batch:
-        return value
-    if value.shape == (*batch, 1):
-        return value.squeeze(-1)
-    per_sample = tuple(value.shape[len(batch) :]) if value.shape[: len(batch)] == batch else None
-    got = (
-        f"per-sample shape {per_sample}"
-        if per_sample is not None
-        else f"shape {tuple(value.shape)}"
-    )
-    raise ValueError(
-        f"target {name!r} ({target!r}) must give one scalar per sample (a trailing dimension "
-        f"of size 1 is fine), got {got}. {target.hint()}"
-    )

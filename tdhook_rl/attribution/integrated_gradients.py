@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from tensordict import NestedKey, TensorDictBase
 
 from tdhook_rl.attribution.base import AttributionMethod, AttributionResult, sum_features
-from tdhook_rl.attribution.baselines import Baselines, baseline_keys, resolve_baseline
+from tdhook_rl.attribution.baselines import (
+    Baselines,
+    baseline_keys,
+    check_baseline_keys,
+    normalize_baselines,
+    resolve_baseline,
+)
 from tdhook_rl.attribution.engine import GradientEngine
 from tdhook_rl.attribution.quadrature import quadrature
 
@@ -27,7 +33,9 @@ class IntegratedGradients(AttributionMethod):
         rule: ``"gausslegendre"`` (default, as in captum), ``"riemann_left"``,
             ``"riemann_right"``, ``"riemann_middle"`` or ``"riemann_trapezoid"``.
         baseline: ``0.0`` by default; a number, a tensor broadcastable to the input, a key of
-            the input TensorDict, or a mapping ``input key -> one of these``.
+            the input TensorDict, or a mapping ``input key -> one of these`` (inputs it does
+            not name get zero; a key that is not an input is an error when the wrapper is
+            built).
         chunk_size: at most this many path points per pass; ``None`` for all at once.
 
     Examples:
@@ -60,9 +68,9 @@ class IntegratedGradients(AttributionMethod):
             raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
         self.n_steps = n_steps
         self.rule = rule
-        self.baseline = baseline
+        self.baseline = normalize_baselines(baseline)
         self.chunk_size = chunk_size
-        self.context_keys = baseline_keys(baseline)
+        self.context_keys = baseline_keys(self.baseline)
         self._rule_cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
 
     def rule_tensors(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,6 +87,9 @@ class IntegratedGradients(AttributionMethod):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_rule_cache": {}}
+
+    def check_inputs(self, inputs: Sequence[NestedKey]) -> None:
+        check_baseline_keys(self.baseline, inputs)
 
     def check(self, inputs: Mapping[NestedKey, torch.Tensor], td: TensorDictBase) -> None:
         for key, x in inputs.items():

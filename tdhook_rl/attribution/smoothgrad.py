@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -67,6 +67,9 @@ class SmoothGrad(AttributionMethod):
         self.seed = seed
         self.context_keys = list(getattr(method, "context_keys", []))
         self._generators: dict[torch.device, torch.Generator] = {}
+
+    def check_inputs(self, inputs: Sequence[NestedKey]) -> None:
+        self.method.check_inputs(inputs)
 
     def check(self, inputs: Mapping[NestedKey, torch.Tensor], td: TensorDictBase) -> None:
         self.method.check(inputs, td)

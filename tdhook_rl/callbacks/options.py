@@ -13,7 +13,9 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 from torchrl.record.loggers import Logger
 
-from tdhook_rl.latent.recorded import Recorded, SiteSpec, _site_name
+from tdhook_rl.core.sites import SiteSpec
+from tdhook_rl.core.sites import site_name as _site_name
+from tdhook_rl.latent.recorded import Recorded
 from tdhook_rl.latent.splits import LabelSpec, check_held_out, labels_from
 from tdhook_rl.targets import Index
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -63,9 +65,22 @@ def _constant(var: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     return (var <= 0) | (var <= 1e-20 * mean * mean)
 
 
-def _scale(var: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    kept = ~_constant(var, mean)
+def _scale(
+    var: torch.Tensor, mean: torch.Tensor, min_std: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The standardization's scale per feature (its standard deviation; 1 where dropped) and
+    which features are kept: those that are not constant and vary by ``min_std`` at least.
+
+    A near-constant feature (a saturated tanh unit, std ~1e-5) is dropped rather than blown
+    up into unit variance: on held-out data its small deviations would become huge."""
+    kept = ~_constant(var, mean) & (var >= min_std * min_std)
     return torch.where(kept, var.clamp_min(0).sqrt(), torch.ones_like(var)), kept
+
+
+def _check_min_std(min_std: object) -> float:
+    if not isinstance(min_std, int | float) or not 0.0 <= min_std < math.inf:
+        raise ValueError(f"min_std must be a finite number >= 0, got {min_std!r}")
+    return float(min_std)
 
 
 def _standardize(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, kept: torch.Tensor):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
@@ -11,29 +12,35 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
-from tdhook_rl.core.grad_mode import inside_functional_transform
-from tdhook_rl.core.hooks import temporary_hooks
-from tdhook_rl.core.sites import KeySite, ModuleSite, Site, resolve_site
+from tdhook_rl.core.intercept import Interception, intercepting
+from tdhook_rl.core.sites import KeySite, Site, SiteSpec, TypeSite, resolve_sites
 from tdhook_rl.core.wrapper import TransparentWrapper
 from tdhook_rl.latent.interventions import Intervention, as_intervention
-from tdhook_rl.latent.recorded import Recorded, SiteSpec
+from tdhook_rl.latent.recorded import Recorded
 
 InterventionSpec = Intervention | Callable | torch.Tensor
+Resolved = list[tuple[str, Site, nn.Module, Intervention]]
 
 
-def _resolve(
-    module: nn.Module, interventions: Mapping[SiteSpec, InterventionSpec]
-) -> list[tuple[str, Site, Intervention]]:
+def _resolve(module: nn.Module, interventions: Mapping[SiteSpec, InterventionSpec]) -> Resolved:
+    """``(name, site, submodule to intercept, intervention)``; a :class:`TypeSite` gives one
+    entry per matching submodule, all with the same intervention."""
     if not isinstance(interventions, Mapping) or not interventions:
         raise ValueError(
             "interventions must be a non-empty mapping {site: intervention}, e.g. "
             "{'module.0.module.1': Ablate(units=[3])}"
         )
-    out = []
+    out: Resolved = []
     for spec, intervention in interventions.items():
-        site = resolve_site(module, spec)
-        name = site.path if isinstance(site, ModuleSite) else str(site.key)
-        out.append((name, site, as_intervention(intervention)))
+        action = as_intervention(intervention)
+        sites = resolve_sites(module, spec)  # one site, or every match of a TypeSite
+        for name, site in sites.items():
+            if any(name == seen for seen, *_ in out):
+                raise ValueError(f"site {name!r} is given twice (check the TypeSite selections)")
+            target = _producer(module, site) if isinstance(site, KeySite) else None
+            if target is None:
+                target = module.get_submodule(site.path)  # type: ignore[union-attr]
+            out.append((name, site, target, action))
     return out
 
 
@@ -48,59 +55,45 @@ def _producer(module: nn.Module, site: KeySite) -> nn.Module:
     return found
 
 
-def _hooks(
-    module: nn.Module, resolved: list[tuple[str, Site, Intervention]], td: TensorDictBase
-) -> tuple[list, list]:
-    forward_hooks, pre_hooks = [], []
-    for name, site, intervention in resolved:
+def _interceptions(resolved: Resolved, td: TensorDictBase) -> list[Interception]:
+    out = []
+    for name, site, target, intervention in resolved:
         if isinstance(site, KeySite):
-            forward_hooks.append((_producer(module, site), _key_hook(name, site, intervention, td)))
-        elif site.io == "output":
-            forward_hooks.append(
-                (module.get_submodule(site.path), _output_hook(name, intervention, td))
-            )
+            out.append(Interception(target, partial(_on_key, name, site.key, intervention, td)))
         else:
-            pre_hooks.append((module.get_submodule(site.path), _input_hook(name, intervention, td)))
-    return forward_hooks, pre_hooks
+            fn = partial(_on_tensor, name, site.io, intervention, td)
+            out.append(Interception(target, fn, site.io))
+    return out
 
 
-def _output_hook(name: str, intervention: Intervention, td: TensorDictBase):
-    def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"site {name!r} outputs a {type(output).__name__}, not a tensor")
-        return intervention(output, td, name)
-
-    return hook
+def _on_tensor(name: str, io: str, intervention: Intervention, td: Any, value: Any) -> Any:
+    if not isinstance(value, torch.Tensor):
+        what = "outputs" if io == "output" else "gets as first positional input"
+        raise TypeError(f"site {name!r} {what} a {type(value).__name__}, not a tensor")
+    return intervention(value, td, name)
 
 
-def _input_hook(name: str, intervention: Intervention, td: TensorDictBase):
-    def hook(mod: nn.Module, args: tuple[Any, ...]) -> Any:
-        if not args or not isinstance(args[0], torch.Tensor):
-            raise TypeError(f"site {name!r}: the first positional input is not a tensor")
-        return (intervention(args[0], td, name), *args[1:])
-
-    return hook
-
-
-def _key_hook(name: str, site: KeySite, intervention: Intervention, td: TensorDictBase):
-    def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        output.set(site.key, intervention(output.get(site.key), td, name))
-        return output
-
-    return hook
+def _on_key(name: str, key: Any, intervention: Intervention, td: Any, output: Any) -> Any:
+    output.set(key, intervention(output.get(key), td, name))
+    return output
 
 
 class Intervened(TransparentWrapper):
     """Runs a TensorDict module with interventions on its activations.
 
-    Hooks exist only during each call (removed on exit and on exceptions); the module's
-    parameters and state are never changed, so the raw module behaves as before afterwards.
+    The interventions act only during each call and only for the calling thread (another
+    thread running the same module meanwhile runs it clean); nothing is left on the module
+    afterwards, exceptions included, and its parameters and state are never changed. A
+    :class:`~tdhook_rl.Recorded` of an intervened site, inside or outside this wrapper,
+    records the changed activation. The interventions also act when the module is called
+    under ``torch.vmap`` (a value estimator, forward-mode attribution).
 
     Args:
         module: any TensorDict module.
         interventions: ``{site: intervention}``; sites as in :class:`~tdhook_rl.Recorded`
-            (a submodule path, ``ModuleSite(path, io="input")``, or a key written inside a
-            sequence); an intervention is an :mod:`~tdhook_rl.interventions` object, a callable
+            (a submodule path, ``ModuleSite(path, io="input")``, a key written inside a
+            sequence, or ``of_type(...)``: the intervention at every matching submodule); an
+            intervention is an :mod:`~tdhook_rl.interventions` object, a callable
             ``(activation, td) -> activation`` or a tensor to patch in.
 
     Examples:
@@ -125,21 +118,21 @@ class Intervened(TransparentWrapper):
         self.out_keys = list(module.out_keys)
 
     def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
-        if inside_functional_transform():
-            return self.wrapped(tensordict, *args, **kwargs)
-        forward_hooks, pre_hooks = _hooks(self.wrapped, self.interventions, tensordict)
-        with temporary_hooks(forward_hooks, pre_hooks):
+        # no standing aside under vmap (unlike Recorded and Attributed): the interventions are
+        # part of the network, also for a value estimator's vmap or forward-mode attribution
+        with intercepting(_interceptions(self.interventions, tensordict)):
             return self.wrapped(tensordict, *args, **kwargs)
 
     def _extra_repr_items(self) -> dict[str, Any]:
-        return {"interventions": {name: i for name, _, i in self.interventions}}
+        return {"interventions": {name: i for name, _, _, i in self.interventions}}
 
 
 @contextmanager
 def intervene(
     module: nn.Module, interventions: Mapping[SiteSpec, InterventionSpec], td: TensorDictBase
 ) -> Iterator[nn.Module]:
-    """One-off form: the interventions are active on ``module`` inside the block.
+    """One-off form: the interventions are active on ``module`` inside the block, for the
+    calling thread.
 
     ``td`` is the TensorDict the block will run (patches and callables read it).
 
@@ -155,8 +148,7 @@ def intervene(
         >>> out["y"]
         tensor([[0., 0.]], grad_fn=<ClampBackward1>)
     """
-    forward_hooks, pre_hooks = _hooks(module, _resolve(module, interventions), td)
-    with temporary_hooks(forward_hooks, pre_hooks):
+    with intercepting(_interceptions(_resolve(module, interventions), td)):
         yield module
 
 
@@ -164,7 +156,9 @@ def get(
     module: TensorDictModuleBase, td: TensorDictBase, site: SiteSpec | list[SiteSpec]
 ) -> torch.Tensor | dict[str, torch.Tensor]:
     """Runs ``module`` on a copy of ``td`` and returns the activation at ``site`` (or a dict
-    ``{name: activation}`` for a list of sites), detached.
+    ``{name: activation}`` for a list of sites or a :class:`~tdhook_rl.core.sites.TypeSite`),
+    detached. At an intervened site (``module`` an :class:`Intervened`) it is the activation
+    after the intervention.
 
     Examples:
         >>> import torch
@@ -175,11 +169,10 @@ def get(
         >>> get(m, TensorDict(x=torch.zeros(4, 2), batch_size=[4]), "module.0").shape
         torch.Size([4, 3])
     """
-    sites = site if isinstance(site, list) else [site]
-    recorded = Recorded(module, sites)
+    recorded = Recorded(module, site)
     out = recorded(td.copy())
     values = {name: out["activations", name] for name in recorded.sites}
-    return values if isinstance(site, list) else next(iter(values.values()))
+    return values if isinstance(site, list | TypeSite) else next(iter(values.values()))
 
 
 def set(  # mirrors get; exported as tdhook_rl.set

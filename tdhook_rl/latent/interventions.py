@@ -57,9 +57,19 @@ def _units_index(units: Sequence[int] | None, dim: int, ndim: int) -> tuple:
     return tuple(index)
 
 
+def _check_dim(dim: int, activation: torch.Tensor, site: str) -> None:
+    if not -activation.ndim <= dim < activation.ndim:
+        raise IndexError(
+            f"site {site!r}: dim {dim} is out of range for an activation of shape "
+            f"{tuple(activation.shape)} ({activation.ndim} dimensions); the unit dimension is "
+            "usually the last, dim=-1."
+        )
+
+
 def _check_units(units: Sequence[int] | None, dim: int, activation: torch.Tensor, site: str):
     if units is None:
         return
+    _check_dim(dim, activation, site)
     width = activation.shape[dim]
     bad = [u for u in units if not -width <= u < width]
     if bad:
@@ -100,6 +110,7 @@ class Ablate(Intervention):
         return cls(units=units, value=mean)
 
     def __call__(self, activation: torch.Tensor, td: TensorDictBase, site: str) -> torch.Tensor:
+        _check_dim(self.dim, activation, site)
         _check_units(self.units, self.dim, activation, site)
         value = self.value
         if isinstance(value, torch.Tensor):
@@ -127,6 +138,14 @@ class Ablate(Intervention):
 
 class Patch(Intervention):
     """Replaces the activation by values from another run, matched by batch index.
+
+    Inside an attribution pass over the patched module (``Attributed(Intervened(m, {site:
+    Patch(...)}), "integrated_gradients", ...)``) the network runs on ``k`` copies of the
+    batch at once, flattened copy-major (``(k, *batch) -> (k * B,)``, as
+    :class:`~tdhook_rl.attribution.engine.GradientEngine` reshapes them): a source of the
+    batch's shape ``(*batch, *f)`` is repeated for each copy, so every path point of sample
+    ``b`` gets sample ``b``'s patch. Any activation whose leading size is a whole multiple of
+    the source's batch is patched that way; other shapes are refused.
 
     Args:
         source: a tensor shaped like the activation, or a TensorDict (e.g. a recorded clean
@@ -164,18 +183,22 @@ class Patch(Intervention):
     def __call__(self, activation: torch.Tensor, td: TensorDictBase, site: str) -> torch.Tensor:
         values = self.values_for(site)
         _check_device(values, activation, site, "patch source")
-        if is_vmapped(activation):
+        matched = _over_copies(values, activation.shape)
+        if matched is None and is_vmapped(activation):
             raise ValueError(
                 f"site {site!r} runs inside torch.vmap (e.g. each agent's network of a "
                 "MultiAgentMLP with share_params=False), where the activation is one vmapped "
-                "slice; Patch cannot match it to the source. Patch a site outside the vmap."
+                f"slice of shape {tuple(activation.shape)}; Patch cannot match it to the source "
+                f"of shape {tuple(values.shape)}. Patch a site outside the vmap."
             )
-        if values.shape != activation.shape:
+        if matched is None:
             raise ValueError(
                 f"site {site!r}: patch source has shape {tuple(values.shape)} but the activation "
-                f"has shape {tuple(activation.shape)}; patch from a run with the same batch."
+                f"has shape {tuple(activation.shape)}; patch from a run with the same batch (an "
+                "attribution pass may run k copies of it, but the activation's leading size is "
+                "not a multiple of the source's batch here)."
             )
-        values = values.to(activation.dtype)
+        values = matched.to(activation.dtype)
         if self.units is None:
             return values.clone()
         _check_units(self.units, self.dim, activation, site)
@@ -190,6 +213,31 @@ class Patch(Intervention):
 
     def __repr__(self) -> str:
         return f"Patch(key={self.key!r}, units={self.units})"
+
+
+def _over_copies(values: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+    """``values`` laid out as an activation of ``shape``, or ``None`` when it does not fit.
+
+    Equal shapes fit as they are; ``(*lead, *values.shape)`` repeats them over ``lead``; and
+    ``(k * S, *f)`` for ``values`` ``(*s, *f)`` with ``prod(s) = S`` repeats the flattened
+    source ``k`` times, copy-major, the layout of ``(k, *batch)`` reshaped to one dimension.
+    """
+    if values.shape == shape:
+        return values
+    if len(shape) > values.ndim and shape[len(shape) - values.ndim :] == values.shape:
+        return values.expand(shape)
+    if not shape:
+        return None
+    features = shape[1:]
+    n_lead = values.ndim - len(features)
+    if n_lead < 1 or values.shape[n_lead:] != features:
+        return None
+    per_copy = values.shape[:n_lead].numel()
+    if per_copy == 0 or shape[0] % per_copy:
+        return None
+    flat = values.reshape(per_copy, *features)  # (*s, *f) -> (S, *f)
+    # (S, *f) -> (k, S, *f) -> (k * S, *f): copy i of sample b sits at i * S + b
+    return flat.expand(shape[0] // per_copy, *flat.shape).reshape(shape)
 
 
 class Steer(Intervention):

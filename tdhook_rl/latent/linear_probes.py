@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from tdhook_rl.latent._statistics import (
     _check_classes,
+    _check_min_std,
     _check_pair,
     _check_varies,
     _ClassCounts,
@@ -36,15 +37,23 @@ class RidgeProbe:
     mean-normalized Gram ``C = Z^T Z / n`` (the features' correlation matrix). ``alpha`` is
     scikit-learn's: the probe is ``Ridge(alpha)`` fitted on ``StandardScaler`` features, so
     the penalty's weight relative to the data shrinks as ``alpha / n``. Constant features are
-    dropped (weight 0). Statistics are accumulated in float64, so :meth:`fit_batches` gives
-    the probe :meth:`fit` gives on the concatenated batches.
+    dropped (weight 0), and so are near-constant ones, whose standard deviation is below
+    ``min_std`` (a saturated tanh unit: std ~1e-5): standardizing them would blow their small
+    deviations up into unit variance and the probe would explode on held-out data (R^2 of
+    -10^4 on a saturated layer); :attr:`near_constant` counts them. Statistics are
+    accumulated in float64, so :meth:`fit_batches` gives the probe :meth:`fit` gives on the
+    concatenated batches.
 
     Args:
         alpha: the penalty on the standardized weights (``>= 0``).
+        min_std: features whose standard deviation is below this (in the features' units)
+            are dropped; ``0`` keeps all but constant ones. The default suits activations of
+            order 1 (tanh, ReLU units); lower it for features in small units.
 
     Attributes:
         weight: ``[D, L]``, in the units of the raw features; ``bias``: ``[L]``.
         feature_mean, feature_scale: ``[D]``, the standardization (scale 1 where constant).
+        near_constant: how many features vary less than ``min_std`` on the training rows.
 
     Examples:
         >>> x = torch.randn(100, 3)
@@ -53,10 +62,12 @@ class RidgeProbe:
         tensor(True)
     """
 
-    def __init__(self, alpha: float = 1.0) -> None:
+    def __init__(self, alpha: float = 1.0, min_std: float = 1e-3) -> None:
         if not isinstance(alpha, int | float) or not 0.0 <= alpha < math.inf:
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         self.alpha = float(alpha)
+        self.min_std = _check_min_std(min_std)
+        self.near_constant = 0
         self.weight: torch.Tensor | None = None
         self._vector = False
 
@@ -109,7 +120,9 @@ class RidgeProbe:
 
     def _solve(self, moments: _Moments) -> RidgeProbe:
         n, mean_x, mean_y, sxx, sxy, _ = moments.centered()
-        scale, kept = _scale(sxx.diagonal() / n, mean_x)
+        var = sxx.diagonal() / n
+        scale, kept = _scale(var, mean_x, self.min_std)
+        self.near_constant = int((var < self.min_std**2).sum())
         k = kept.nonzero().squeeze(1)
         s = scale[k]
         gram = sxx[k][:, k] / (n * s[:, None] * s[None, :])  # (d, d) correlation matrix
@@ -149,10 +162,13 @@ class LogisticProbe:
         max_iter: L-BFGS iterations of :meth:`fit`.
         epochs: passes of :meth:`fit_batches`.
         lr: Adam's initial learning rate in :meth:`fit_batches`.
+        min_std: features whose standard deviation is below this are dropped (see
+            :class:`RidgeProbe`).
 
     Attributes:
         weight: ``[D, K]`` acting on standardized features
             ``(x - feature_mean) / feature_scale``; ``bias``: ``[K]``.
+        near_constant: how many features vary less than ``min_std`` on the training rows.
 
     Examples:
         >>> x = torch.randn(200, 2)
@@ -169,6 +185,7 @@ class LogisticProbe:
         *,
         epochs: int = 10,
         lr: float = 0.1,
+        min_std: float = 1e-3,
     ) -> None:
         if n_classes is not None and (not isinstance(n_classes, int) or n_classes < 2):
             raise ValueError(f"n_classes must be an int >= 2 or None, got {n_classes!r}")
@@ -179,6 +196,8 @@ class LogisticProbe:
             )
         self.n_classes, self.l2, self.max_iter = n_classes, float(l2), int(max_iter)
         self.epochs, self.lr = int(epochs), float(lr)
+        self.min_std = _check_min_std(min_std)
+        self.near_constant = 0
         self.weight: torch.Tensor | None = None
 
     def fit(self, features: torch.Tensor, labels: torch.Tensor) -> LogisticProbe:
@@ -267,7 +286,8 @@ class LogisticProbe:
             raise ValueError(f"labels go up to {len(counts.total) - 1} but n_classes={k}")
         self.n_classes_ = k
         self.feature_mean, var = scaler.mean_var()
-        self.feature_scale, self._kept = _scale(var, self.feature_mean)
+        self.feature_scale, self._kept = _scale(var, self.feature_mean, self.min_std)
+        self.near_constant = int((var < self.min_std**2).sum())
         dtype = torch.promote_types(dtype, torch.float32)
         device = self.feature_mean.device
         with torch.inference_mode(False):

@@ -11,11 +11,11 @@ from tensordict import TensorDictBase
 from tensordict.nn import InteractionType, TensorDictModuleBase, set_interaction_type
 from torch import nn
 
-from tdhook_rl.core.sites import ModuleSite, resolve_site
+from tdhook_rl.core.sites import SiteSpec, resolve_sites
 from tdhook_rl.latent.intervened import Intervened
 from tdhook_rl.latent.interventions import Patch
-from tdhook_rl.latent.recorded import Recorded, SiteSpec
-from tdhook_rl.targets import as_targets
+from tdhook_rl.latent.recorded import Recorded
+from tdhook_rl.targets import Target, as_targets, per_sample
 
 
 @dataclass
@@ -58,18 +58,13 @@ def default_sites(module: nn.Module) -> list[str]:
     ]
 
 
-def _heads(targets, module, out, reference):
-    values = []
-    for name, target in targets.items():
-        value = target(out, reference)
-        if value.shape == (*out.batch_size, 1):
-            value = value.squeeze(-1)
-        if value.shape != out.batch_size:
-            raise ValueError(
-                f"head {name!r} must give one scalar per sample, got {tuple(value.shape)}"
-            )
-        values.append(value.detach())
-    return torch.stack(values)
+def _heads(
+    targets: Mapping[str, Target], out: TensorDictBase, reference: TensorDictBase
+) -> torch.Tensor:
+    """``(n_heads, *batch)``: each head's value, one scalar per sample."""
+    return torch.stack(
+        [per_sample(t(out, reference), out.batch_size, t).detach() for t in targets.values()]
+    )
 
 
 @torch.no_grad()
@@ -90,8 +85,9 @@ def activation_patching(
         clean, corrupted: two TensorDicts with the same batch shape (e.g. an observation and
             a perturbed copy).
         heads: ``{name: target}`` as in :class:`~tdhook_rl.Attributed` (``"state_value"``,
-            ``ActionLogProb()``, ``Index("logits", i)``, a callable).
-        sites: sites to patch (default: :func:`default_sites`).
+            ``ActionLogProb()``, ``("logits", i)`` or ``Index("logits", i)``, a callable).
+        sites: sites to patch (default: :func:`default_sites`); ``of_type(nn.Tanh)`` in the list
+            patches every submodule of that type, one at a time.
 
     Returns:
         A :class:`PatchingResult`.
@@ -113,21 +109,21 @@ def activation_patching(
             f"clean and corrupted batches differ: {tuple(clean.batch_size)} vs "
             f"{tuple(corrupted.batch_size)}; patching matches samples by batch index"
         )
-    targets = {n: t.bind(module) for n, t in as_targets(heads).items()}
+    targets = as_targets(heads, module, kind="head")
     names = list(sites) if sites is not None else default_sites(module)
-    resolved = [resolve_site(module, s) for s in names]
-    labels = [s.path if isinstance(s, ModuleSite) else str(s.key) for s in resolved]
+    named = resolve_sites(module, names)  # {site_name: site}; a TypeSite gives every match
+    labels, resolved = list(named), list(named.values())
     with set_interaction_type(InteractionType.DETERMINISTIC):
         recorded = Recorded(module, dict(zip(labels, resolved, strict=True)))(clean.copy())
         reference = recorded
-        clean_heads = _heads(targets, module, recorded, reference)
+        clean_heads = _heads(targets, recorded, reference)
         corrupt_out = module(corrupted.copy())
-        corrupt_heads = _heads(targets, module, corrupt_out, reference)
+        corrupt_heads = _heads(targets, corrupt_out, reference)
         patched = []
         for label, site in zip(labels, resolved, strict=True):
             patch = Patch(recorded, key=("activations", label))
             out = Intervened(module, {site: patch})(corrupted.copy())
-            patched.append(_heads(targets, module, out, reference))
+            patched.append(_heads(targets, out, reference))
     patched_t = torch.stack(patched)  # (n_sites, n_heads, *batch)
     dims = tuple(range(1, clean_heads.ndim))
     c, k = clean_heads.mean(dims), corrupt_heads.mean(dims)

@@ -24,27 +24,11 @@ from torch import nn
 
 from tdhook_rl.core.keys import as_key, key_tuple
 from tdhook_rl.latent._statistics import _ClassCounts, _ClassScore, _Moments, _Scaler, _standardize
-from tdhook_rl.latent.agents import agents_as_copies
 from tdhook_rl.latent.linear_probes import LogisticProbe, RidgeProbe
-from tdhook_rl.latent.splits import (
-    LabelSpec,
-    episode_ids,
-    episode_split,
-    labels_from,
-    split_batches,
-)
+from tdhook_rl.latent.splits import LabelSpec, split_batches
 
-__all__ = [
-    "LogisticProbe",
-    "ProbeResults",
-    "RidgeProbe",
-    "agents_as_copies",
-    "episode_ids",
-    "episode_split",
-    "fit_probes",
-    "labels_from",
-    "randomized_copy",
-]
+# defined here; the public home of every probe name is tdhook_rl.probes
+__all__ = ["ProbeResults", "fit_probes", "randomized_copy"]
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -56,7 +40,10 @@ class ProbeResults:
     Attributes:
         rows: dicts with ``site``, ``label``, ``kind``, the held-out score(s) (``r2``, or
             ``accuracy`` and ``balanced_accuracy``), the same for the control (prefixed
-            ``control_``; ``None`` without control), ``n_train`` and ``n_test`` (steps).
+            ``control_``; ``None`` without control), ``n_train`` and ``n_test`` (steps),
+            ``units`` (the site's features) and ``near_constant_units`` (how many of them
+            vary less than the probe's ``min_std`` on the training steps: dead or saturated
+            units, which the probe's standardization floors instead of blowing up).
         probes: the fitted probes by ``(site, label)``; ``control_probes`` likewise.
     """
 
@@ -157,12 +144,16 @@ def fit_probes(
         _site_names(control, names, root, "control")
         control_scores, control_probes = _probe(control, *args)
     for key, score in scores.items():
-        n_train, n_test = score.pop("n_train"), score.pop("n_test")
+        sizes = {k: score.pop(k) for k in _SIZES}
         ctrl = control_scores[key] if control is not None else dict.fromkeys(score)
         row = {"site": key[0], "label": key[1], "kind": kind, **score}
         row |= {f"control_{m}": ctrl[m] for m in score}
-        rows.append(row | {"n_train": n_train, "n_test": n_test})
+        rows.append(row | sizes)
     return ProbeResults(rows, probes, control_probes if control is not None else {})
+
+
+# per-row counts that are not scores (kept out of the control_ columns)
+_SIZES = ("n_train", "n_test", "units", "near_constant_units")
 
 
 def _site_names(data: Any, sites: Sequence[str] | None, root: tuple[str, ...], what: str):
@@ -237,10 +228,15 @@ def _ridge(batches, sites, names, make, options, root):
         _check_sizes(train[s].n, test[s].n)
         probe = make(**options)._solve(train[s])
         r2 = probe._r2(test[s], names).tolist()
+        sizes = {"n_train": train[s].n, "n_test": test[s].n} | _units(probe)
         for j, name in enumerate(names):
             probes[s, name] = _column(probe, j)
-            scores[s, name] = {"r2": r2[j], "n_train": train[s].n, "n_test": test[s].n}
+            scores[s, name] = {"r2": r2[j], **sizes}
     return scores, probes
+
+
+def _units(probe: RidgeProbe | LogisticProbe) -> dict[str, int]:
+    return {"units": len(probe.feature_mean), "near_constant_units": probe.near_constant}
 
 
 def _column(probe: RidgeProbe, j: int) -> RidgeProbe:
@@ -263,6 +259,7 @@ def _logistic_in_memory(batch, sites, names, make, options, root):
             scores[s, name] = score | {
                 "n_train": int((~is_test).sum()),
                 "n_test": int(is_test.sum()),
+                **_units(probe),
             }
             probes[s, name] = probe
     return scores, probes
@@ -304,7 +301,7 @@ def _logistic_streamed(batches, sites, names, make, options, root):
             for name in names:
                 results[s, name].update(probes[s, name].predict(f), y[name][is_test].long())
     sizes = {"n_train": n_train, "n_test": n_test}
-    return {k: _floats(r.result()) | sizes for k, r in results.items()}, probes
+    return {k: _floats(r.result()) | sizes | _units(probes[k]) for k, r in results.items()}, probes
 
 
 def _floats(score: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -11,12 +12,11 @@ from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
 from tdhook_rl.core.grad_mode import inside_functional_transform
+from tdhook_rl.core.intercept import Interception, intercepting
 from tdhook_rl.core.keys import as_key, key_tuple
-from tdhook_rl.core.sites import KeySite, ModuleSite, Site, resolve_site
+from tdhook_rl.core.sites import KeySite, ModuleSite, Site, SiteSpec, resolve_sites, written_keys
 from tdhook_rl.core.vmap import is_vmapped, whole_tensor
 from tdhook_rl.core.wrapper import TransparentWrapper
-
-SiteSpec = str | tuple | ModuleSite | KeySite
 
 
 class Recorded(TransparentWrapper):
@@ -24,20 +24,28 @@ class Recorded(TransparentWrapper):
 
     Each site's activation is written, detached, under ``(out_key, name)``; its leading
     dimensions are the TensorDict's batch dimensions, so a rollout holds ``[T, *batch, *f]``.
-    Each site is intercepted only during the call and restored afterwards, also on
-    exceptions; nothing is left on the module. When a recorded submodule runs several times
-    in one call (a shared trunk called by two heads), the first call is recorded. A site
+    The activation is the one the network goes on with: at a site that an
+    :class:`~tdhook_rl.Intervened` changes (inside or outside this wrapper), the changed one.
+    Sites are intercepted only during the call, for the calling thread only (another thread
+    running the same module is not recorded), and nothing is left on the module afterwards,
+    exceptions included (see :mod:`tdhook_rl.core.intercept`). When a recorded submodule runs
+    several times in one call (a shared trunk called by two heads), the first call is
+    recorded. A site
     inside a ``torch.vmap`` of the module (each agent's network of TorchRL's
     ``MultiAgentMLP(share_params=False)``) is recorded whole, the vmapped dimension right
     after the batch dimensions (``[*batch, n_agents, *feature]``).
 
     Args:
         module: any TensorDict module.
-        sites: ``{name: site}`` or a list of sites (each named by its spelling). A site is a
-            submodule path as ``named_modules()`` spells it (its output; use
-            ``ModuleSite(path, io="input")`` for its input), or a key written inside a
-            ``TensorDictSequential`` (``KeySite(key)`` or the key itself).
-        out_key: the root key of the recorded activations.
+        sites: ``{name: site}``, a list of sites (each named by
+            :func:`~tdhook_rl.core.sites.site_name`) or one site. A site is a submodule path as
+            ``named_modules()`` spells it (its output; use ``ModuleSite(path, io="input")`` for
+            its input), a key written inside a ``TensorDictSequential`` (``KeySite(key)`` or
+            the key itself), or every submodule of some types
+            (:func:`~tdhook_rl.core.sites.of_type`, e.g. ``of_type(nn.Tanh, under="module.0")``;
+            in a mapping its sites are named ``"{name}/{path}"``).
+        out_key: the root key of the recorded activations; it may not overlap a key the module
+            reads or writes (``ValueError``).
         packed: write all sites as one ``[*batch, F]`` tensor under ``out_key`` (each site
             flattened, in ``sites`` order) instead of one entry per site, and read them back
             with :meth:`unpack` (zero-copy views). TorchRL copies every entry of the
@@ -70,22 +78,17 @@ class Recorded(TransparentWrapper):
     def __init__(
         self,
         module: TensorDictModuleBase,
-        sites: Mapping[str, SiteSpec] | Sequence[SiteSpec],
+        sites: Mapping[str, SiteSpec] | Sequence[SiteSpec] | SiteSpec,
         *,
         out_key: NestedKey = "activations",
         packed: bool = False,
     ) -> None:
         super().__init__(module)
-        if not isinstance(sites, Mapping):
-            sites = {_site_name(s): s for s in sites}
-        if not sites:
+        if isinstance(sites, Mapping | Sequence) and not isinstance(sites, str) and not sites:
             raise ValueError("sites is empty: name at least one, e.g. {'hidden': 'module.0'}")
-        self.sites: dict[str, Site] = {}
-        for name, spec in sites.items():
-            if not isinstance(name, str) or not name:
-                raise TypeError(f"site names must be non-empty strings, got {name!r}")
-            self.sites[name] = resolve_site(module, spec)
+        self.sites: dict[str, Site] = resolve_sites(module, sites)
         self.out_key = as_key(out_key, "out_key")
+        _check_out_key(module, self.out_key)
         self.packed = bool(packed)
         if self.packed:
             _check_no_packed_below(module, self.out_key)
@@ -100,14 +103,12 @@ class Recorded(TransparentWrapper):
         if inside_functional_transform():
             return self.wrapped(tensordict, *args, **kwargs)
         captured: dict[str, Any] = {}
-        undo: list[Any] = []
-        try:
-            for name, module_site, target in self._module_sites():
-                undo.append(_intercept(target, captured, name, module_site.io))
+        observers = [
+            Interception(target, partial(_keep_first, captured, name), site.io, observe=True)
+            for name, site, target in self._module_sites()
+        ]
+        with intercepting(observers):  # only for this call of this thread, exceptions included
             out = self.wrapped(tensordict, *args, **kwargs)
-        finally:  # the interception lives only for this call, exceptions included
-            for restore in reversed(undo):
-                restore()
         batch = out.batch_size
         values = {}
         for name, site in self.sites.items():
@@ -246,68 +247,28 @@ def _check_no_packed_below(module: nn.Module, out_key: NestedKey) -> None:
         module = module.wrapped
 
 
-def _site_name(spec: SiteSpec) -> str:
-    if isinstance(spec, ModuleSite):
-        return spec.path if spec.io == "output" else f"{spec.path}:input"
-    key = spec.key if isinstance(spec, KeySite) else spec
-    return key if isinstance(key, str) else ".".join(map(str, key))
+def _check_out_key(module: nn.Module, out_key: NestedKey) -> None:
+    """``out_key`` may not overlap a key the module reads or writes, except the entries of
+    other ``Recorded`` wrappers inside that share the root."""
+    root = key_tuple(out_key)
+    shared = any(isinstance(sub, Recorded) and sub.out_key == out_key for sub in module.modules())
+    reads = list(getattr(module, "in_keys", []))
+    for key in [*reads, *written_keys(module)]:
+        parts = key_tuple(key)
+        if shared and len(parts) > len(root) and parts[: len(root)] == root:
+            continue
+        n = min(len(parts), len(root))
+        if parts[:n] == root[:n]:
+            how = "reads" if key in reads else "writes"
+            raise ValueError(
+                f"out_key {out_key!r} collides with the key {key!r} that the module {how}; "
+                "the activations would overwrite it or be overwritten. Choose another "
+                "out_key (e.g. 'activations')."
+            )
 
 
-def _intercept(target: nn.Module, store: dict[str, Any], name: str, io: str) -> Any:
-    """Captures ``target``'s first output (or first input) in this call; returns the undo.
-
-    The module's ``forward`` is shadowed by an instance attribute for the call (cheaper than
-    registering and removing a hook per call, ~40 us per forward saved, and it keeps
-    ``nn.Module.__call__``'s hook-free fast path); modules that refuse a ``forward``
-    attribute (TorchScript) get a temporary hook instead. Either way the capture sees what
-    ``forward`` receives and returns.
-    """
-    had = "forward" in target.__dict__
-    previous = target.__dict__.get("forward")
-    original = target.forward
-
-    if io == "output":
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            output = original(*args, **kwargs)
-            store.setdefault(name, output)
-            return output
-    else:
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            store.setdefault(name, args[0] if args else None)
-            return original(*args, **kwargs)
-
-    try:
-        object.__setattr__(target, "forward", forward)
-    except (AttributeError, TypeError, RuntimeError):
-        hook = _capture_output(store, name) if io == "output" else _capture_input(store, name)
-        register = (
-            target.register_forward_hook if io == "output" else target.register_forward_pre_hook
-        )
-        return register(hook).remove
-
-    def restore() -> None:
-        if had:
-            object.__setattr__(target, "forward", previous)
-        else:
-            target.__dict__.pop("forward", None)
-
-    return restore
-
-
-def _capture_output(store: dict[str, Any], name: str):
-    def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        store.setdefault(name, output)
-
-    return hook
-
-
-def _capture_input(store: dict[str, Any], name: str):
-    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-        store.setdefault(name, args[0] if args else None)
-
-    return hook
+def _keep_first(store: dict[str, Any], name: str, value: Any) -> None:
+    store.setdefault(name, value)
 
 
 def _as_tensordict(

@@ -14,13 +14,13 @@ from typing import Any, TypeAlias
 import torch
 from tensordict import NestedKey, TensorDict, TensorDictBase
 
-from tdhook_rl.core.keys import as_key
-from tdhook_rl.targets import Index
+from tdhook_rl.targets import Index, as_targets, per_sample
 
 __all__ = ["LabelSpec", "episode_ids", "episode_split", "labels_from"]
 
-#: A label column: a key, ``(key, index)``, an :class:`~tdhook_rl.targets.Index`, a callable
-#: ``td -> Tensor`` or a tensor shaped like the batch.
+#: A label column: a readout as :func:`tdhook_rl.targets.as_target` parses it (a key,
+#: ``(key, index)`` meaning :class:`~tdhook_rl.targets.Index`, a callable ``td -> Tensor``), or
+#: a tensor shaped like the batch.
 LabelSpec: TypeAlias = (
     NestedKey | tuple | Index | Callable[[TensorDictBase], torch.Tensor] | torch.Tensor
 )
@@ -165,10 +165,11 @@ def labels_from(td: TensorDictBase, spec: Mapping[str, LabelSpec]) -> TensorDict
 
     Args:
         td: the rollout or batch.
-        spec: ``{name: column}`` where a column is a key (``"reward"``, ``("next", "done")``,
-            ``("sim", "tip_height")``: its trailing size-1 dimension is dropped), a
-            ``(key, index)`` pair or an :class:`~tdhook_rl.targets.Index` for one column of a
-            vector entry (``("observation", 3)``, ``(("sim", "qpos"), 1)``), a callable
+        spec: ``{name: column}`` where a column is read as a target is
+            (:func:`tdhook_rl.targets.as_target`): a key (``"reward"``, ``("next", "done")``,
+            ``("sim", "tip_height")``: its trailing size-1 dimension is dropped), a key
+            followed by integer indices or an :class:`~tdhook_rl.targets.Index` for one column
+            of a vector entry (``("observation", 3)``, ``(("sim", "qpos"), 1)``), a callable
             ``td -> Tensor``, or a tensor shaped like the batch.
 
     Returns:
@@ -194,54 +195,16 @@ def labels_from(td: TensorDictBase, spec: Mapping[str, LabelSpec]) -> TensorDict
 
 
 def _label(td: TensorDictBase, name: str, column: Any) -> torch.Tensor:
-    index: tuple[int, ...] = ()
-    if isinstance(column, Index):
-        column, index = column.key, column.index
-    elif isinstance(column, tuple) and len(column) == 2 and _is_index(column[1]):
-        column, index = column[0], (column[1],) if isinstance(column[1], int) else column[1]
+    who = f"label {name!r}"
     if isinstance(column, torch.Tensor):
-        value, what = column, "the given tensor"
-    elif callable(column):
-        value, what = column(td), f"callable {getattr(column, '__name__', column)!r}"
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"label {name!r}: {what} returned {type(value).__name__}, not a tensor")
-    else:
-        key = as_key(column, f"label {name!r}")
-        value, what = td.get(key, None), f"key {key!r}"
-        if value is None:
-            keys = sorted(str(k) for k in td.keys(include_nested=True, leaves_only=True))
-            raise KeyError(f"label {name!r} reads {what}, which the data lacks; keys: {keys}")
-    per_step = value.shape[td.batch_dims :]
-    if value.shape[: td.batch_dims] != td.batch_size:
-        raise ValueError(
-            f"label {name!r} ({what}) has shape {tuple(value.shape)}, which does not start "
-            f"with the data's batch shape {tuple(td.batch_size)}; give one value per step."
+        return per_sample(column, td.batch_size, f"{who} (the given tensor)")
+    target = as_targets({name: column}, kind="label")[name]
+    if target.needs_module:
+        raise TypeError(
+            f"{who} is {target!r}, which reads the module; a label is read from the data: "
+            "a key, (key, index), Index(key, i) or a callable td -> Tensor"
         )
-    if index:
-        if len(index) > len(per_step) or any(
-            not -n <= i < n for i, n in zip(index, per_step, strict=False)
-        ):
-            raise IndexError(
-                f"label {name!r}: index {index} is out of range for {what} with per-step "
-                f"shape {tuple(per_step)}"
-            )
-        value = value[(slice(None),) * td.batch_dims + index]
-    if value.shape != td.batch_size and value.shape == (*td.batch_size, 1):
-        value = value.squeeze(-1)
-    if value.shape != td.batch_size:
-        raise ValueError(
-            f"label {name!r} ({what}) has per-step shape {tuple(value.shape[td.batch_dims :])}; "
-            f"a label is one scalar per step: pick one column with (key, index)."
-        )
-    return value
-
-
-def _is_index(x: Any) -> bool:
-    if isinstance(x, bool):
-        return False
-    return isinstance(x, int) or (
-        isinstance(x, tuple) and bool(x) and all(isinstance(i, int) for i in x)
-    )
+    return per_sample(target(td, td), td.batch_size, target)
 
 
 def _per_step(value: torch.Tensor, batch: torch.Size, what: str) -> torch.Tensor:

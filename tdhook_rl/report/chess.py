@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 
 from tdhook_rl.attributed import Attributed
 from tdhook_rl.attribution import AttributionMethod
+from tdhook_rl.report import options
 from tdhook_rl.report.chess_sections import figure_section, tables
 from tdhook_rl.report.common import (
     attribution_method,
@@ -62,30 +62,18 @@ TOP_K = 5
 SQUARES = [f"{f}{r}" for r in range(1, 9) for f in "abcdefgh"]  # [rank, file] row-major
 
 
-@dataclass
-class ChessOptions:
-    """Choices of ``tdhook-rl explain --agent chess`` (see ``tdhook-rl explain --help``).
+class ChessOptions(options.ChessOptions):
+    """Choices of ``tdhook-rl explain --agent chess``: the fields of
+    :class:`tdhook_rl.report.options.ChessOptions` (``positions``, ``fen`` and those of every
+    job), and the positions checked on construction (:func:`select_positions`).
 
-    Attributes:
-        method, n_steps: the attribution method and its path points (IG).
-        positions: how many held-out positions (``heldout_positions.json``) to explain;
-            ``None``: 8 without ``fen``, none with it.
-        fen: more positions, as FEN strings (explained first).
-        seed: torch's seed (SmoothGrad's noise).
-        device: where the network runs.
-        logger: ``"csv"``/``"tensorboard"``: also log the summary's scalars there.
+    Raises:
+        ValueError: a bad value, a FEN that python-chess refuses, a finished game, more
+            positions than are shipped, or nothing to explain.
     """
 
-    method: str = "ig"
-    n_steps: int = 32
-    positions: int | None = None
-    fen: Sequence[str] = field(default_factory=tuple)
-    seed: int = 0
-    device: str = "cpu"
-    logger: str | None = None
-
     def __post_init__(self) -> None:
-        self.fen = tuple(self.fen)
+        super().__post_init__()
         select_positions(self.positions, self.fen)  # raises ValueError on bad positions
 
 

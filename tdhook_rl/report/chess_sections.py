@@ -12,7 +12,13 @@ def figure_section(report, rows, maps, summary, plot, columns: dict[str, str]) -
         "Left: attribution of the log-probability of that move among the legal moves; right: "
         "attribution of the expected outcome P(win) - P(loss) of the side to move. Each "
         "square shows the attribution summed over the 18 input planes; red raised the "
-        "output, blue lowered it; both boards of a row share one colour scale centred at 0.",
+        "output, blue lowered it. Each board has its own colour scale centred at 0, printed "
+        "under its title: the value head's attributions are often far smaller than the "
+        "move's, and a shared scale would wash them out. Empty squares can light up: the "
+        "constant planes (side to move, castling rights) are all ones on every square and "
+        "add their share to each (see the attribution by plane). A board marked near zero "
+        "has almost nothing to attribute: its output barely differs between the position "
+        "and the all-zero baseline.",
     )
     titles = [
         [
@@ -36,7 +42,7 @@ def figure_section(report, rows, maps, summary, plot, columns: dict[str, str]) -
         "Per-square attribution of the chosen move's log-probability (left) and of "
         "P(win) - P(loss) (right), one row per position.",
     )
-    summary["figure_scale"] = "one colour scale per row, shared by both heads"
+    summary["figure_scale"] = "one colour scale per board, printed under its title"
 
 
 def _squares(entries: list[dict]) -> str:

@@ -17,7 +17,6 @@ summed into one signed number per cell.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from tdhook_rl.report.common import (
     max_abs_delta,
     top_entries,
 )
+from tdhook_rl.report.options import OPPONENTS, ConnectFourOptions
 from tdhook_rl.report.writer import ReportWriter
 from tdhook_rl.targets import ActionLogProb
 
@@ -49,46 +49,9 @@ __all__ = [
 
 HEADS: dict[str, Any] = {"move": ActionLogProb(), "value": "state_value"}
 COLUMNS = {"move": "move", "value": "win probability"}
-OPPONENTS = ("random", "greedy")
 CELLS = [f"r{r}c{c}" for r in range(6) for c in range(7)]  # row 0 = top
 TOP_K = 4
 STATE = ("observation", "board", "player", "action_mask")  # what is kept of each position
-
-
-@dataclass
-class ConnectFourOptions:
-    """Choices of ``tdhook-rl explain --agent connect_four`` (see ``tdhook-rl explain --help``).
-
-    Attributes:
-        method, n_steps: the attribution method and its path points (IG).
-        games: games played; the agent starts the even-numbered ones.
-        opponent: ``"random"`` (a uniformly random legal column) or ``"greedy"`` (wins at
-            once if it can, else blocks, else random).
-        positions: the figure of a game shows at most its last ``positions`` agent moves
-            (all of them are in ``summary.json``).
-        seed: the opponent's random generator (and torch's).
-        device: where the games and the network run.
-        logger: ``"csv"``/``"tensorboard"``: also log the summary's scalars there.
-    """
-
-    method: str = "ig"
-    n_steps: int = 32
-    games: int = 2
-    opponent: str = "random"
-    positions: int = 8
-    seed: int = 0
-    device: str = "cpu"
-    logger: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.opponent not in OPPONENTS:
-            raise ValueError(
-                f"--opponent must be one of {', '.join(OPPONENTS)}, got {self.opponent!r}"
-            )
-        if self.games < 1:
-            raise ValueError(f"--games must be >= 1, got {self.games}")
-        if self.positions < 1:
-            raise ValueError(f"--positions must be >= 1, got {self.positions}")
 
 
 def play_and_attribute(
@@ -292,7 +255,14 @@ def _report(report, moves, rows, maps, results, opts, plot, method) -> None:
         "(arrow; dashed ring: where the disc lands); right: attribution of P(win) - P(loss) "
         "of the agent. Black discs: first player, white: second. Each cell shows the "
         "attribution summed over the three input planes; red raised the output, blue lowered "
-        "it; both grids of a row share one colour scale centred at 0.",
+        "it. Each grid has its own colour scale centred at 0, printed under its title (the "
+        "value head's attributions are often far smaller than the move's, and a shared "
+        "scale would blank them). Empty cells can light up: the parity plane (all ones when "
+        "the first player is to move) covers every cell, empty or not, so its share lands "
+        "on each. A grid marked near zero has almost nothing to attribute: the output is "
+        "the same at the position and at the baseline, the empty grid with the same legal "
+        "columns (a move played with P = 1.00 there too, e.g. when it wins at once or is "
+        "the only legal column, has a log-probability of 0 at both ends of the path).",
     )
     boards = moves["board"]  # (n, 6, 7): +1 the first player's discs, -1 the second's
     for result in results:

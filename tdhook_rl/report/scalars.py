@@ -12,12 +12,38 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["LOGGERS", "log_summary", "require_logger", "summary_scalars"]
+__all__ = [
+    "LOGGERS",
+    "LOGGER_BACKENDS",
+    "LoggerBackend",
+    "log_summary",
+    "require_logger",
+    "summary_scalars",
+]
 
-#: the ``--logger`` choices ("none": no logger)
-LOGGERS: tuple[str, ...] = ("none", "csv", "tensorboard")
+
+class LoggerBackend(NamedTuple):
+    """A TorchRL logger that tdhook_rl builds by name."""
+
+    cls: str
+    """its class in ``torchrl.record.loggers``"""
+    package: str | None
+    """the package it needs beyond torchrl, ``None`` if none"""
+    local: bool
+    """it only writes files (no account, no server): the command offers it"""
+
+
+#: the one registry of logger names, for the command and for
+#: :class:`~tdhook_rl.callbacks.InterpretabilityCallback`
+LOGGER_BACKENDS: dict[str, LoggerBackend] = {
+    "csv": LoggerBackend("CSVLogger", None, local=True),
+    "tensorboard": LoggerBackend("TensorboardLogger", "tensorboard", local=True),
+    "wandb": LoggerBackend("WandbLogger", "wandb", local=False),
+}
+#: the ``--logger`` choices of the command and of the report writer ("none": no logger)
+LOGGERS: tuple[str, ...] = ("none", *(n for n, b in LOGGER_BACKENDS.items() if b.local))
 
 
 def require_logger(kind: str | None) -> None:
@@ -25,7 +51,8 @@ def require_logger(kind: str | None) -> None:
 
     Raises:
         ValueError: an unknown kind.
-        ImportError: ``"tensorboard"`` without the ``tensorboard`` package.
+        ImportError: a logger whose package is missing (``"tensorboard"`` without
+            ``tensorboard``).
 
     Examples:
         >>> require_logger("csv")
@@ -38,10 +65,9 @@ def require_logger(kind: str | None) -> None:
         return
     if kind not in LOGGERS:
         raise ValueError(f"unknown logger {kind!r}; choose one of {', '.join(LOGGERS)}")
-    if kind == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        raise ImportError(
-            "--logger tensorboard needs the `tensorboard` package (pip install tensorboard)"
-        )
+    package = LOGGER_BACKENDS[kind].package if kind != "none" else None
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise ImportError(f"--logger {kind} needs the `{package}` package (pip install {package})")
 
 
 def _is_number(value: Any) -> bool:

@@ -1,6 +1,6 @@
 """Shared pieces of the board heatmaps (:mod:`tdhook_rl.viz.chess_board`,
 :mod:`tdhook_rl.viz.connect_four_board`): the colormap, the move colour, value checks and the
-grid of boards (one row per position, one column per head) with its shared colour scale."""
+grid of boards (one row per position, one column per head) with its colour scales."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ import torch
 from tdhook_rl.viz._mpl import pyplot
 
 CMAP = "RdBu_r"
+#: colour scales of a grid of boards: each board its own, one per row, one per figure
+SCALES = ("board", "row", "figure")
+#: a board whose largest |value| is below this fraction of its head's largest is near zero
+NEAR_ZERO = 1e-3
 ARROW = "#14a03c"  # green: stands out on both ends of the red-blue colormap
 
 
@@ -35,7 +39,7 @@ def _heatmap_grid(
     *,
     titles: Sequence[Sequence[str]] | None,
     row_labels: Sequence[str] | None,
-    scale: Literal["row", "figure"],
+    scale: Literal["board", "row", "figure"],
     colorbar_label: str,
     cell_size: tuple[float, float],
     suptitle: str | None,
@@ -48,11 +52,21 @@ def _heatmap_grid(
     for name, seq in (("titles", titles), ("row_labels", row_labels)):
         if seq is not None and len(seq) != n_rows:
             raise ValueError(f"{len(seq)} {name} for {n_rows} rows")
-    if scale not in ("row", "figure"):
-        raise ValueError(f"scale must be 'row' or 'figure', got {scale!r}")
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {list(SCALES)}, got {scale!r}")
     stacked = torch.stack([data[h] for h in heads], 1).abs()  # (rows, heads, *board)
-    per_row = stacked.flatten(1).max(1).values.clamp_min(1e-12)
-    limits = per_row if scale == "row" else per_row.max().expand(n_rows)
+    per_board = stacked.flatten(2).max(2).values.clamp_min(1e-12)  # (rows, heads)
+    if scale == "row":
+        limits = per_board.max(1, keepdim=True).values.expand_as(per_board)
+    elif scale == "figure":
+        limits = per_board.max().expand_as(per_board)
+    else:  # each board its own symmetric scale: a weak head never vanishes beside a strong one
+        limits = per_board.clone()
+    # a board whose values are a vanishing fraction of its head's largest would show rounding
+    # noise at full colour on its own scale: it is drawn on the head's scale, and says so
+    head_max = per_board.max(0).values
+    near_zero = per_board < NEAR_ZERO * head_max
+    limits = torch.where(near_zero, head_max.expand_as(limits), limits)
     plt = pyplot()
     width, height = cell_size
     fig, axes = plt.subplots(
@@ -66,7 +80,15 @@ def _heatmap_grid(
         image = None
         for j, head in enumerate(heads):
             title = titles[i][j] if titles is not None else head
-            image = draw(axes[i, j], i, data[head][i], float(limits[i]), title)
+            limit = float(limits[i, j])
+            if near_zero[i, j]:
+                title = f"{title}\nnear zero (< {NEAR_ZERO:.1%} of this head's largest)"
+            elif scale == "board":  # the scale is printed: boards are compared by their numbers
+                title = f"{title}\nscale ±{limit:.2g}"
+            image = draw(axes[i, j], i, data[head][i], limit, title)
+            if scale == "board":
+                label = colorbar_label if j == len(heads) - 1 else None
+                fig.colorbar(image, ax=axes[i, j], shrink=0.8, label=label)
         if row_labels is not None:
             axes[i, 0].set_ylabel(row_labels[i], fontsize=12, fontweight="bold")
         if scale == "row":

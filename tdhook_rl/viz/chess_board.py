@@ -181,15 +181,16 @@ def chess_heatmaps(
     *,
     titles: Sequence[Sequence[str]] | None = None,
     row_labels: Sequence[str] | None = None,
-    scale: Literal["row", "figure"] = "row",
+    scale: Literal["board", "row", "figure"] = "board",
     colorbar_label: str = "attribution (sum over planes)",
     suptitle: str | None = None,
 ) -> Any:
     """Chess boards coloured by attribution: one row per position, one column per head.
 
-    Every board of a row shares one colour scale centred at zero (``scale="figure"``: every
-    board of the figure), from the largest ``|value|`` it shows; red squares raised the
-    head's output, blue ones lowered it.
+    Every board has its own colour scale centred at zero, from the largest ``|value|`` it
+    shows, printed under its title (``scale="row"``: the boards of a row share one,
+    ``"figure"``: all boards do), so a weak head is not washed out beside a strong one; red
+    squares raised the head's output, blue ones lowered it.
 
     Args:
         fens: the positions.
@@ -199,7 +200,8 @@ def chess_heatmaps(
         titles: ``titles[i][j]``, the title of the board of position ``i`` and head ``j``
             (default: the head's name).
         row_labels: a label left of each row.
-        scale: ``"row"`` (a colour bar per row) or ``"figure"`` (one colour bar).
+        scale: ``"board"`` (a colour bar per board), ``"row"`` (per row) or ``"figure"``
+            (one colour bar).
         colorbar_label: what the colours measure.
         suptitle: the figure title.
 

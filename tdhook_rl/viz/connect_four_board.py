@@ -106,7 +106,7 @@ def connect_four_heatmaps(
     *,
     titles: Sequence[Sequence[str]] | None = None,
     row_labels: Sequence[str] | None = None,
-    scale: Literal["row", "figure"] = "row",
+    scale: Literal["board", "row", "figure"] = "board",
     colorbar_label: str = "attribution (sum over planes)",
     suptitle: str | None = None,
 ) -> Any:

@@ -14,7 +14,8 @@ from tensordict.nn import TensorDictModule
 from torchrl.data import LazyMemmapStorage, ReplayBuffer
 
 import tdhook_rl as thr
-from tdhook_rl.latent.probes import (
+from tdhook_rl.latent.splits import StreamingEpisodeIds, hashed_unit
+from tdhook_rl.probes import (
     LogisticProbe,
     RidgeProbe,
     episode_ids,
@@ -23,7 +24,6 @@ from tdhook_rl.latent.probes import (
     labels_from,
     randomized_copy,
 )
-from tdhook_rl.latent.splits import StreamingEpisodeIds, hashed_unit
 from tdhook_rl.targets import Index
 
 torch.set_num_threads(1)
@@ -100,6 +100,45 @@ def test_constant_features_do_not_blow_up():
     assert torch.isfinite(probe.weight).all()
     assert probe.weight[2:].abs().max() == 0
     assert probe.score(x, x[:, 0]) > 0.999
+
+
+def saturated_rollout(seed: int = 0) -> TensorDict:
+    """Two episodes of 8 saturated tanh units (std ~1e-5 around 0.99998) whose tiny wiggles
+    drift from one episode to the next, and 2 live units carrying half of the label."""
+    g = torch.Generator().manual_seed(seed)
+    steps = 300
+    label = torch.randn(2, steps, generator=g)
+    drift = torch.tensor([0.0, 2e-4]).view(2, 1, 1)  # the held-out episode drifts off
+    dead = 0.99998 + 1e-5 * torch.randn(2, steps, 8, generator=g) + drift
+    dead = dead + 1e-6 * label.unsqueeze(-1)  # a faint echo of the label in the dead units
+    live = torch.stack([label, torch.randn(2, steps, generator=g)], -1)
+    done = torch.zeros(2, steps, 1, dtype=torch.bool)
+    done[:, -1] = True
+    return TensorDict(
+        {
+            ("activations", "h"): torch.cat([dead, live], -1),
+            ("activations", "dead"): dead,
+            ("next", "done"): done,
+            "y": label + 0.5 * torch.randn(2, steps, generator=g),
+        },
+        [2, steps],
+    )
+
+
+def test_near_constant_units_are_dropped_not_blown_up_on_held_out_episodes():
+    td = saturated_rollout()
+    # the bug: standardized to unit variance, the dead units' drift explodes held-out R^2
+    exploded = fit_probes(td, ["dead"], {"y": "y"}, held_out=0.5, probe_options={"min_std": 0})
+    assert exploded.rows[0]["r2"] < -10 and exploded.rows[0]["near_constant_units"] == 0
+    rows = {r["site"]: r for r in fit_probes(td, None, {"y": "y"}, held_out=0.5).rows}
+    assert rows["dead"]["near_constant_units"] == 8 and rows["dead"]["units"] == 8
+    assert -0.5 < rows["dead"]["r2"] <= 0.0  # nothing decodable: the train mean, no explosion
+    assert rows["h"]["near_constant_units"] == 8 and rows["h"]["units"] == 10
+    assert rows["h"]["r2"] > 0.7  # the live units still decode the label
+    probe = RidgeProbe().fit(td["activations", "h"][0], td["y"][0])
+    assert probe.near_constant == 8 and bool((probe.weight[:8] == 0).all())
+    with pytest.raises(ValueError, match="min_std must be a finite number >= 0"):
+        RidgeProbe(min_std=-1.0)
 
 
 def test_fit_batches_from_a_memmap_replay_buffer_equals_in_memory_fitting(tmp_path):

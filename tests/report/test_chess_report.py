@@ -43,6 +43,7 @@ def report(tmp_path_factory):
 def test_report_folder_and_summary(report, capsys):
     out, summary = report
     assert sorted(p.name for p in out.iterdir()) == [
+        ".tdhook-rl-report",  # the marker that lets a later run replace this report
         "board_heatmaps.png",
         "report.html",
         "summary.json",

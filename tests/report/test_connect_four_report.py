@@ -42,6 +42,7 @@ def report(tmp_path_factory):
 def test_report_folder_and_summary(report):
     out, summary = report
     assert sorted(p.name for p in out.iterdir()) == [
+        ".tdhook-rl-report",  # the marker that lets a later run replace this report
         "game_1.png",
         "game_2.png",
         "game_3.png",

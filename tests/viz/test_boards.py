@@ -69,7 +69,11 @@ def board_axes(fig):
 def test_chess_heatmaps_draw_pieces_moves_and_one_centred_scale_per_row(tmp_path):
     maps = {"move": torch.randn(2, 8, 8), "win probability": 3 * torch.randn(2, 8, 8)}
     fig = viz.chess_heatmaps(
-        FENS, maps, ["e7e5", "h3g3"], row_labels=["1. Black to move", "2. White to move"]
+        FENS,
+        maps,
+        ["e7e5", "h3g3"],
+        row_labels=["1. Black to move", "2. White to move"],
+        scale="row",
     )
     boards = board_axes(fig)
     assert len(boards) == 4
@@ -94,6 +98,31 @@ def test_chess_heatmaps_draw_pieces_moves_and_one_centred_scale_per_row(tmp_path
     assert black_queen.get_text() == "\u265b" and black_queen.get_color() == "black"
     fig.savefig(tmp_path / "boards.png")
     assert (tmp_path / "boards.png").stat().st_size > 10_000
+
+
+def test_each_board_has_its_own_printed_scale_by_default():
+    # the value head's attributions are 1000x smaller than the move's: a shared scale blanked it
+    maps = {"move": torch.randn(2, 8, 8), "value": 1e-3 * torch.randn(2, 8, 8)}
+    fig = viz.chess_heatmaps(FENS, maps)
+    boards = board_axes(fig)
+    for i, ax in enumerate(boards):
+        row, head = divmod(i, 2)
+        top = float(maps[["move", "value"][head]][row].abs().max())
+        assert ax.images[0].get_clim() == pytest.approx((-top, top))
+        assert ax.get_title().endswith(f"scale ±{top:.2g}")
+    assert len(fig.axes) == 8  # a colour bar per board
+
+
+def test_a_near_zero_board_is_drawn_on_its_heads_scale_and_says_so():
+    value = torch.randn(2, 6, 7)
+    value[1] *= 1e-7  # e.g. a move played with P = 1.00 at both ends of the IG path
+    fig = viz.connect_four_heatmaps(
+        torch.zeros(2, 6, 7), {"move": torch.randn(2, 6, 7), "value": value}, [3, 3]
+    )
+    grids = board_axes(fig)
+    top = float(value.abs().max())
+    assert grids[3].images[0].get_clim() == pytest.approx((-top, top))  # not its own noise
+    assert "near zero" in grids[3].get_title() and "near zero" not in grids[1].get_title()
 
 
 def test_figure_scale_is_shared_by_every_board():
