@@ -188,7 +188,7 @@ def test_double_pendulum_network_from_an_import_path(tmp_path, capsys):
     assert main([*argv, *SMALL, "--no-ablation"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["transitions"] == 80 and "ablations" not in summary
-    assert {r["site"] for r in summary["probes"]} == {"actor h1", "actor h2"}  # the trunk
+    assert {r["site"] for r in summary["probes"]} == {"shared h1", "shared h2"}  # the trunk
     assert "report: " in capsys.readouterr().out
 
 

@@ -1,7 +1,7 @@
 """Seeing or replacing what a submodule receives or returns, for one call of one thread.
 
 Every wrapper that reaches inside a network (``Recorded``, ``Intervened``, patching, hidden-site
-attribution) goes through :func:`intercepting`. It is safe when one module serves several
+attribution) goes through :class:`intercepting`. It is safe when one module serves several
 threads at once (a collector's thread and an evaluation thread):
 
 * the interceptions live on a per-thread stack, keyed by submodule, so a call sees only the
@@ -12,6 +12,10 @@ threads at once (a collector's thread and an evaluation thread):
 
 At one site, replacements apply in the order they were entered, and observers then see the
 value the network actually goes on with, whichever wrapper is outside the other.
+
+One limit: a copy of the module taken *while* another thread is inside an interception
+(``copy.deepcopy``, ``pickle``) carries that hook along; it does nothing there (no thread has
+interceptions on the copy), but stays.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ _registered: dict[tuple[int, str], _Registration] = {}
 _local = threading.local()
 
 
-class intercepting:  # noqa: N801 - used like a function: ``with intercepting([...]):``
+class intercepting:  # lower case: used like a function, ``with intercepting([...]):``
     """The interceptions are active for this thread inside the block; on exit (exceptions
     included) they are gone, and so is every hook no other thread still needs.
 

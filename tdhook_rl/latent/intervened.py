@@ -37,9 +37,10 @@ def _resolve(module: nn.Module, interventions: Mapping[SiteSpec, InterventionSpe
         for name, site in sites.items():
             if any(name == seen for seen, *_ in out):
                 raise ValueError(f"site {name!r} is given twice (check the TypeSite selections)")
-            target = _producer(module, site) if isinstance(site, KeySite) else None
-            if target is None:
-                target = module.get_submodule(site.path)  # type: ignore[union-attr]
+            if isinstance(site, KeySite):
+                target = _producer(module, site)
+            else:
+                target = module.get_submodule(site.path)
             out.append((name, site, target, action))
     return out
 

@@ -228,7 +228,7 @@ def explain_chess(
         ...     agents.load("chess"), tempfile.mkdtemp() + "/report",
         ...     ChessOptions(method="saliency", positions=1), progress=False)
         >>> sorted(p.name for p in path.iterdir())
-        ['board_heatmaps.png', 'report.html', 'summary.json']
+        ['.tdhook-rl-report', 'board_heatmaps.png', 'report.html', 'summary.json']
         >>> summary["n_positions"], sorted(summary["positions"][0]["top_squares"])
         (1, ['move', 'value'])
     """

@@ -163,7 +163,7 @@ def explain_connect_four(
         ...     agents.load("connect_four"), tempfile.mkdtemp() + "/report",
         ...     ConnectFourOptions(method="saliency", games=1), progress=False)
         >>> sorted(p.name for p in path.iterdir())
-        ['game_1.png', 'report.html', 'summary.json']
+        ['.tdhook-rl-report', 'game_1.png', 'report.html', 'summary.json']
         >>> summary["games"][0]["agent_plays"]
         'first'
     """

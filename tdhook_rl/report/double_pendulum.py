@@ -8,6 +8,7 @@ a random network and the observation, saturated layers) and ``pendulum_ablation`
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,51 @@ LABELS = {
 ACTIVATIONS = (nn.Tanh, nn.ReLU, nn.ELU, nn.SiLU, nn.GELU, nn.LeakyReLU)
 
 
+@dataclass(frozen=True)
+class HiddenLayer:
+    """A hidden layer's output, as the report records, probes and ablates it.
+
+    Attributes:
+        name: ``"actor h1"``, ``"critic h2"``, or ``"shared h1"`` for a trunk both use.
+        path: its path in ``agent.actor_critic`` (where it is recorded).
+        actor_path: its path in ``agent.actor`` (where it is ablated), ``None`` for a layer
+            of the critic alone.
+    """
+
+    name: str
+    path: str
+    actor_path: str | None
+
+
+def hidden_layers(agent: Any) -> list[HiddenLayer]:
+    """The activation layers of ``agent.actor`` and ``agent.critic``, found in each module
+    itself (TorchRL's policy and value operators, a shared trunk counted once) and located in
+    ``agent.actor_critic`` by identity, never by editing path strings.
+
+    Examples:
+        >>> from tdhook_rl.agents import load
+        >>> [layer.name for layer in hidden_layers(load("double_pendulum"))]
+        ['actor h1', 'actor h2', 'critic h1', 'critic h2']
+    """
+    paths = {id(sub): name for name, sub in agent.actor_critic.named_modules()}
+    in_critic = {id(sub) for sub in agent.critic.modules()}
+    layers: list[HiddenLayer] = []
+    counts = {"actor": 0, "shared": 0, "critic": 0}
+    seen: set[int] = set()
+    for owner in (agent.actor, agent.critic):
+        for name, sub in owner.named_modules():
+            if not isinstance(sub, ACTIVATIONS) or id(sub) in seen:
+                continue
+            seen.add(id(sub))
+            in_actor = owner is agent.actor
+            kind = ("shared" if id(sub) in in_critic else "actor") if in_actor else "critic"
+            counts[kind] += 1
+            layers.append(
+                HiddenLayer(f"{kind} h{counts[kind]}", paths[id(sub)], name if in_actor else None)
+            )
+    return layers
+
+
 def hidden_sites(module: nn.Module, prefix: str) -> list[str]:
     """Paths of the activation layers under ``prefix`` (the hidden layers' outputs)."""
     return [
@@ -70,10 +116,8 @@ def explain_double_pendulum(
     )
     try:
         module = agent.actor_critic
-        actor_sites = hidden_sites(module, "module.0")
-        critic_sites = hidden_sites(module, "module.1")
-        names = {s: f"actor h{i + 1}" for i, s in enumerate(actor_sites)}
-        names |= {s: f"critic h{i + 1}" for i, s in enumerate(critic_sites)}
+        layers = hidden_layers(agent)
+        names = {layer.path: layer.name for layer in layers}
         policy = policy_target(opts.policy_target)
         standardized, raw = ig_baseline(opts.baseline, agent.obs_norm)
         method = pendulum_method(opts.method, opts.n_steps, standardized, opts.device)
@@ -102,14 +146,16 @@ def explain_double_pendulum(
         }
         has_baseline = hasattr(method, "baseline")
         baseline = (opts.baseline, standardized, raw) if has_baseline else None
-        attribution_section(report, rollout, summary, FEATURE_NAMES, method, policy, baseline)
+        attribution_section(
+            report, rollout, summary, FEATURE_NAMES, method, policy, baseline, module
+        )
         bar.set_postfix_str("probes")
         if opts.probes:
             probe_section(report, rollout, module, names, LABELS, summary, opts.seed)
         bar.update()
         bar.set_postfix_str("ablation sweep")
         if opts.ablation:
-            ablation_section(report, agent, rollout, actor_sites, names, summary, opts, progress)
+            ablation_section(report, agent, rollout, layers, summary, opts, progress)
         bar.update()
         what = f"{summary['transitions']} transitions, {opts.envs} environment copies"
         return finish(report, summary, start, what, bar), summary

@@ -17,20 +17,10 @@ from tqdm.auto import tqdm
 from tdhook_rl.evaluate import intervention_effect
 from tdhook_rl.interventions import Ablate, Intervention
 
-__all__ = ["ABLATION_UNITS", "ABLATION_VALUES", "ablation_jobs", "ablation_section", "actor_path"]
+__all__ = ["ABLATION_UNITS", "ABLATION_VALUES", "ablation_jobs", "ablation_section"]
 
 ABLATION_VALUES = ("zero", "mean")
 ABLATION_UNITS = ("groups", "each")
-
-
-def actor_path(site: str) -> str:
-    """A path in ``TensorDictSequential(actor, critic)`` -> the same layer in ``actor``.
-
-    Examples:
-        >>> actor_path("module.0.module.0.module.0.1")
-        'module.0.module.0.1'
-    """
-    return site.removeprefix("module.0.")
 
 
 def ablation_jobs(
@@ -63,8 +53,7 @@ def ablation_section(
     report: Any,
     agent: Any,
     rollout: TensorDictBase,
-    sites: Sequence[str],
-    names: Mapping[str, str],
+    layers: Sequence[Any],
     summary: dict[str, Any],
     opts: Any,
     progress: bool,
@@ -74,7 +63,8 @@ def ablation_section(
     from tdhook_rl.viz import intervention_effects
 
     values = list(ABLATION_VALUES) if opts.ablation_value == "both" else [opts.ablation_value]
-    by_name = {names[s]: s for s in sites}
+    # the actor's own layers (a shared trunk included), by their path in the actor
+    by_name = {layer.name: layer.actor_path for layer in layers if layer.actor_path is not None}
     widths = {name: rollout["activations", name].shape[-1] for name in by_name}
     jobs = ablation_jobs(widths, opts.groups, opts.ablation_units)
     report.section(
@@ -99,7 +89,7 @@ def ablation_section(
         effect = intervention_effect(
             env,
             agent.actor,
-            {actor_path(by_name[name]): ablate},
+            {by_name[name]: ablate},
             episodes=opts.episodes,
             seed=opts.seed,
             max_steps=opts.ablation_steps,

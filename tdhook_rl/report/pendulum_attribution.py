@@ -14,7 +14,7 @@ from tensordict import TensorDictBase
 from tdhook_rl.attributed import DELTA_KEY
 from tdhook_rl.attribution import AttributionMethod, IntegratedGradients, resolve_method
 from tdhook_rl.attribution.noise import is_signed, rounding_level
-from tdhook_rl.targets import ActionLogProb
+from tdhook_rl.targets import ActionLoc, ActionLogProb, as_targets, per_sample
 
 __all__ = [
     "BASELINES",
@@ -35,11 +35,10 @@ UPRIGHT: tuple[float, ...] = (0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0)
 TRANSIENT_STEPS = 100
 BASELINES = ("upright", "mean")
 POLICY_TARGETS = ("loc", "log_prob")
-HEAD_OUTPUTS = {"value": "state_value"}
 
 
-def policy_target(name: str) -> tuple[Any, str, str]:
-    """``(target, output key, description)`` of the policy head.
+def policy_target(name: str) -> tuple[Any, str]:
+    """``(target, description)`` of the policy head.
 
     ``"loc"`` (default of the command): the location of the action distribution, the
     pre-tanh mean of the cart force (the deterministic action is ``tanh(loc)``); it is the
@@ -48,13 +47,12 @@ def policy_target(name: str) -> tuple[Any, str, str]:
     """
     if name == "loc":
         return (
-            "loc",
-            "loc",
+            ActionLoc(),
             "the location of the action distribution (the pre-tanh mean of the cart force; "
             "the deterministic action is tanh(loc))",
         )
     if name == "log_prob":
-        return ActionLogProb(), "action_log_prob", "the log-probability of the action taken"
+        return ActionLogProb(), "the log-probability of the action taken"
     raise ValueError(f"unknown policy target {name!r}; choose one of {list(POLICY_TARGETS)}")
 
 
@@ -105,10 +103,10 @@ def method_text(method: AttributionMethod, baseline: str) -> str:
 
 
 def _head_numbers(
-    rollout: TensorDictBase, head: str, output_key: str, n_features: int
+    rollout: TensorDictBase, head: str, output: torch.Tensor, n_features: int
 ) -> dict[str, Any]:
     a = rollout["attribution", head, "observation"].detach().float().cpu()
-    output = rollout[output_key].detach().float().cpu()
+    output = output.detach().float().cpu()
     noise = rounding_level(a, output, rollout.batch_dims)
     steps = a.shape[rollout.batch_dims - 1]
     flat = a.abs().reshape(-1, steps, n_features)  # (copies, T, features)
@@ -137,8 +135,9 @@ def attribution_section(
     summary: dict[str, Any],
     features: Sequence[str],
     method: AttributionMethod,
-    policy: tuple[Any, str, str],
+    policy: tuple[Any, str],
     baseline: tuple[str, torch.Tensor, torch.Tensor] | None,
+    module: torch.nn.Module,
 ) -> None:
     """Writes the section and fills ``summary``: per head ``attribution_magnitude``,
     ``attribution_rounding_level``, ``attribution_share`` (whole rollout; only heads that
@@ -146,8 +145,14 @@ def attribution_section(
     ``ig_baseline`` and the completeness deltas."""
     from tdhook_rl.viz import attribution_over_time, feature_shares
 
-    _, policy_key, policy_text = policy
-    outputs = {"policy": policy_key, **HEAD_OUTPUTS}
+    target, policy_text = policy
+    with torch.no_grad():  # each head's own value at every step, for the rounding check
+        outputs = {
+            head: per_sample(bound(rollout, rollout), rollout.batch_size, bound)
+            for head, bound in as_targets(
+                {"policy": target, "value": "state_value"}, module
+            ).items()
+        }
     described = method_text(method, baseline[0] if baseline else "")
     report.section(
         "Attribution: policy vs value",

@@ -170,3 +170,28 @@ def test_signed_methods():
 def test_selectivity_rows_without_control():
     rows = selectivity_rows([[{"site": "h", "label": "x", "r2": 0.5, "control_r2": None}]])
     assert "selectivity" not in rows[0] and rows[0]["r2"] == 0.5
+
+
+def test_hidden_layers_are_found_by_identity_in_a_shared_trunk(agent):
+    from tdhook_rl.agents.double_pendulum.model import (
+        DoublePendulumAgent,
+        build_shared_actor_critic,
+    )
+    from tdhook_rl.report.double_pendulum import hidden_layers
+
+    avo = build_shared_actor_critic()
+    shared = DoublePendulumAgent(
+        avo.get_policy_operator(), avo.get_value_operator(), dict(agent.obs_norm)
+    )
+    layers = hidden_layers(shared)
+    assert [layer.name for layer in layers] == ["shared h1", "shared h2"]  # heads are linear
+    for layer in layers:  # the recorded and the ablated path name the same module object
+        assert shared.actor_critic.get_submodule(layer.path) is shared.actor.get_submodule(
+            layer.actor_path
+        )
+    separate = hidden_layers(agent)
+    assert [layer.actor_path is None for layer in separate] == [False, False, True, True]
+    for layer in separate[:2]:
+        assert agent.actor_critic.get_submodule(layer.path) is agent.actor.get_submodule(
+            layer.actor_path
+        )
