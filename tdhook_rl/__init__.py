@@ -12,6 +12,9 @@ Examples:
     >>> from tdhook_rl.targets import ActionLogProb
     >>> thr.Attributed.__name__, thr.probes.__name__
     ('Attributed', 'tdhook_rl.probes')
+    >>> from torch import nn
+    >>> thr.of_type(nn.Tanh, under="module.0").under  # every Tanh of the actor, as sites
+    'module.0'
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below
     from tdhook_rl import attribution, evaluate, interventions, probes, targets
     from tdhook_rl.attributed import Attributed
-    from tdhook_rl.core.sites import KeySite, ModuleSite
+    from tdhook_rl.core.sites import KeySite, ModuleSite, TypeSite, of_type
     from tdhook_rl.latent.intervened import Intervened, get, intervene, set
     from tdhook_rl.latent.patching import activation_patching
     from tdhook_rl.latent.recorded import Recorded
@@ -36,6 +39,8 @@ _LAZY: dict[str, str] = {
     "KeySite": "tdhook_rl.core.sites",
     "ModuleSite": "tdhook_rl.core.sites",
     "Recorded": "tdhook_rl.latent.recorded",
+    "TypeSite": "tdhook_rl.core.sites",
+    "of_type": "tdhook_rl.core.sites",
     "activation_patching": "tdhook_rl.latent.patching",
     "get": "tdhook_rl.latent.intervened",
     "intervene": "tdhook_rl.latent.intervened",
@@ -64,6 +69,7 @@ __all__ = [
     "KeySite",
     "ModuleSite",
     "Recorded",
+    "TypeSite",
     "__version__",
     "activation_patching",
     "attribution",
@@ -71,6 +77,7 @@ __all__ = [
     "get",
     "intervene",
     "interventions",
+    "of_type",
     "probes",
     "set",
     "targets",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
@@ -13,10 +14,38 @@ from tdhook_rl.attribution import AttributionMethod, resolve_method
 from tdhook_rl.attribution.engine import GradientEngine, Strategy
 from tdhook_rl.core.grad_mode import gradients_enabled, inside_functional_transform
 from tdhook_rl.core.keys import as_key, held_keys, key_tuple
+from tdhook_rl.core.switch import Switch
 from tdhook_rl.core.wrapper import TransparentWrapper
 from tdhook_rl.targets import Target, as_targets
 
 DELTA_KEY = "completeness_delta"
+VALID_KEY = "valid"
+ATTRIBUTION = Switch("attribution")
+
+
+@contextmanager
+def attribution_disabled() -> Iterator[None]:
+    """Every :class:`Attributed` runs only its module inside the block, in this thread.
+
+    For loss calls: ``ClipPPOLoss`` calls a wrapped critic on every minibatch, and each call
+    would run an attribution pass. Outputs are the module's (less ``exclude_outputs``), without
+    the attribution entries. Other threads (a collector's) keep attributing. One wrapper
+    only: :meth:`Attributed.disabled`.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import TensorDictModule
+        >>> critic = TensorDictModule(torch.nn.Linear(3, 1), ["observation"], ["state_value"])
+        >>> explained = Attributed(critic, "saliency", inputs=["observation"],
+        ...                        targets={"value": "state_value"})
+        >>> with attribution_disabled():
+        ...     out = explained(TensorDict(observation=torch.randn(4, 3), batch_size=[4]))
+        >>> "attribution" in out.keys()
+        False
+    """
+    with ATTRIBUTION.off():
+        yield
 
 
 class Attributed(TransparentWrapper):
@@ -32,7 +61,16 @@ class Attributed(TransparentWrapper):
     The wrapper shares the wrapped module's parameters (``state_dict`` keys, ``named_modules``
     paths and ``TensorDict.from_module`` are the raw module's), pickles for multi-process
     collectors, and delegates ``get_dist`` and friends so loss modules accept it. Under a
-    ``vmap`` (e.g. GAE calling the critic) it stands aside and only runs the module.
+    ``vmap`` (e.g. GAE calling the critic) it stands aside and only runs the module; so it
+    does inside :meth:`disabled` / :func:`attribution_disabled` blocks (loss calls) and
+    while ``enabled`` is False.
+
+    Every target also gets ``(out_key, target_name, "valid")``, a boolean of the batch shape
+    that the wrapper sets True. TorchRL's collector preallocates its batch from the policy's
+    first call and zero-fills it, so steps the wrapper did not attribute (a collector's
+    ``init_random_frames``, rows of a replay buffer from a run without the wrapper, see
+    :meth:`fill_unmeasured`) read False there, with zeros in the other entries: select on the
+    flag before averaging attributions over a replay buffer.
 
     Args:
         module: any TensorDict module: ``ProbabilisticActor``, ``ValueOperator``,
@@ -65,6 +103,11 @@ class Attributed(TransparentWrapper):
             step's target spans the observations of every step, ``[B, T, *feature]`` (what
             the agent's memory carried). Completeness deltas are per trajectory, repeated
             along ``T``.
+        exclude_outputs: outputs of the module to remove from what the wrapper returns (they
+            can still be targets). For an actor and its critic in one collector:
+            ``exclude_outputs=["state_value"]``, which ``GAE`` recomputes and cannot stack
+            without a ``("next", "state_value")`` twin ("The sets of keys in the tensordicts
+            to stack are exclusive"). Give ``GAE`` and the loss the raw critic.
 
     Examples:
         >>> import torch
@@ -95,8 +138,10 @@ class Attributed(TransparentWrapper):
         out_key: NestedKey = "attribution",
         strategy: Strategy | Literal["auto"] = "auto",
         sample_dims: int | None = None,
+        exclude_outputs: Sequence[NestedKey] | NestedKey | None = None,
     ) -> None:
         super().__init__(module)
+        self.enabled = True
         if sample_dims is not None and (
             isinstance(sample_dims, bool) or not isinstance(sample_dims, int) or sample_dims < 0
         ):
@@ -116,15 +161,98 @@ class Attributed(TransparentWrapper):
                     "attribute to one of those."
                 )
         self.targets: dict[str, Target] = as_targets(targets, module)
+        if VALID_KEY in self.targets:
+            raise ValueError(f"target name {VALID_KEY!r} is reserved (the validity flag)")
+        self.exclude_outputs = self._checked_exclusions(exclude_outputs, module)
         self.method.check_inputs(self.inputs)
         self.engine = GradientEngine(module, self.targets, strategy)
         self.strategy = strategy
         self.out_key = as_key(out_key, "out_key")
         if any(key_tuple(k)[-1] == DELTA_KEY for k in self.inputs):
             raise ValueError(f"an input key may not end with {DELTA_KEY!r} (reserved for results)")
+        if any(key_tuple(k) == (VALID_KEY,) for k in self.inputs):
+            raise ValueError(f"an input key may not be {VALID_KEY!r} (reserved for results)")
         self._check_out_key(module)
         self.in_keys = module_in
-        self.out_keys = list(module.out_keys) + self.result_keys()
+        excluded = [key_tuple(k) for k in self.exclude_outputs]
+        kept = [k for k in module.out_keys if key_tuple(k) not in excluded]
+        self.out_keys = kept + self.result_keys()
+
+    @staticmethod
+    def _checked_exclusions(
+        keys: Sequence[NestedKey] | NestedKey | None, module: TensorDictModuleBase
+    ) -> list[NestedKey]:
+        if keys is None:
+            return []
+        if isinstance(keys, str | tuple):  # one key, as for ``inputs``
+            keys = [keys]
+        keys = [as_key(k, "exclude_outputs key") for k in keys]
+        written = [key_tuple(k) for k in module.out_keys]
+        for key in keys:
+            if key_tuple(key) not in written:
+                raise ValueError(
+                    f"exclude_outputs names {key!r}, which the module does not write (its "
+                    f"out_keys are {list(module.out_keys)}); name one of those."
+                )
+        return keys
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        """This wrapper runs only its module inside the block, in this thread.
+
+        For loss calls that receive the wrapper (a wrapped critic in ``ClipPPOLoss``):
+        ``with explained.disabled(): loss_td = loss_module(batch)``. All wrappers at once:
+        :func:`attribution_disabled`; in every process a pickled copy goes to: set
+        ``explained.enabled = False``.
+        """
+        with ATTRIBUTION.off(self):
+            yield
+
+    def attributing(self) -> bool:
+        """Whether a call now runs the attribution pass (not under ``vmap``, not switched off)."""
+        return self.enabled and not ATTRIBUTION.is_off(self) and not inside_functional_transform()
+
+    def fill_unmeasured(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Writes every result entry ``tensordict`` lacks, marked not measured: ``valid``
+        False, attributions and deltas zero (what TorchRL's collector writes for random
+        frames). In place, or into a copy when ``tensordict`` is locked (rows of a memmap
+        storage); returns the TensorDict written.
+
+        For a replay buffer written without the wrapper (a plain run's checkpoint): its
+        storage took its entries from the first batch, so a ``LazyMemmapStorage`` silently
+        drops the wrapper's entries and a ``LazyTensorStorage`` fails on named batches ("Names
+        of a subtensordict cannot be modified"). Refill a new buffer with
+        ``fill_unmeasured(restored.storage[:len(restored)])`` first (docs/recipes.md).
+
+        Examples:
+            >>> import torch
+            >>> from tensordict import TensorDict
+            >>> from tensordict.nn import TensorDictModule
+            >>> critic = TensorDictModule(torch.nn.Linear(3, 1), ["observation"], ["state_value"])
+            >>> explained = Attributed(critic, "ig", inputs=["observation"],
+            ...                        targets={"value": "state_value"})
+            >>> old = TensorDict(observation=torch.randn(5, 3), batch_size=[5])
+            >>> sorted(explained.fill_unmeasured(old)["attribution", "value"].keys())
+            ['completeness_delta', 'observation', 'valid']
+            >>> bool(old["attribution", "value", "valid"].any())
+            False
+        """
+        if tensordict.is_locked:  # e.g. rows read from a memmap storage
+            tensordict = tensordict.clone()
+        first = tensordict.get(self.inputs[0])
+        skip = len(key_tuple(self.out_key)) + 1  # the root and the target name
+        for key in self.result_keys():
+            if key in tensordict.keys(True):
+                continue
+            entry = key_tuple(key)[skip:]
+            if entry == (VALID_KEY,):
+                value = torch.zeros(tensordict.batch_size, dtype=torch.bool, device=first.device)
+            elif entry == (DELTA_KEY,):
+                value = first.new_zeros(tensordict.batch_size)
+            else:  # an attribution has its input's shape
+                value = torch.zeros_like(tensordict.get(entry))
+            tensordict.set(key, value)
+        return tensordict
 
     def _check_out_key(self, module: TensorDictModuleBase) -> None:
         """No result key may overwrite, or be written inside, an entry the module reads or
@@ -151,6 +279,7 @@ class Attributed(TransparentWrapper):
             keys += [(*root, name, *key_tuple(k)) for k in self.inputs]
             if self.method.has_convergence_delta:
                 keys.append((*root, name, DELTA_KEY))
+            keys.append((*root, name, VALID_KEY))
         return keys
 
     def _checked_inputs(self, td: TensorDictBase) -> dict[NestedKey, torch.Tensor]:
@@ -174,8 +303,8 @@ class Attributed(TransparentWrapper):
         return values
 
     def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
-        if inside_functional_transform():
-            return self.wrapped(tensordict, *args, **kwargs)
+        if not self.attributing():
+            return self._excluded(self.wrapped(tensordict, *args, **kwargs))
         inputs = self._checked_inputs(tensordict)
         context_keys = [k for k in self.in_keys if k not in self.inputs]
         context_keys += [k for k in self.method.context_keys if k not in context_keys]
@@ -194,6 +323,7 @@ class Attributed(TransparentWrapper):
             values = {k: v.detach().clone() for k, v in inputs.items()}
             result = self.method.attribute(engine, values)
         root = key_tuple(self.out_key)
+        device = inputs[self.inputs[0]].device
         for i, name in enumerate(self.targets):
             for key, value in result.attributions.items():
                 out.set((*root, name, *key_tuple(key)), value[i].detach())
@@ -205,6 +335,13 @@ class Attributed(TransparentWrapper):
                     if inner
                     else delta,
                 )
+            flag = torch.ones(tensordict.batch_size, dtype=torch.bool, device=device)
+            out.set((*root, name, VALID_KEY), flag)
+        return self._excluded(out)
+
+    def _excluded(self, out: TensorDictBase) -> TensorDictBase:
+        if self.exclude_outputs:  # in place: the collector keeps the TensorDict it passed in
+            out.exclude(*self.exclude_outputs, inplace=True)
         return out
 
     def _sample_split(self, batch: torch.Size) -> tuple[torch.Size, torch.Size]:

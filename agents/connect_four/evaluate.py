@@ -7,7 +7,7 @@ again and rewrite ``QUALITY.md`` (the numbers are deterministic for a given chec
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -17,35 +17,91 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from tdhook_rl.agents.connect_four.model import load
 from tdhook_rl.envs.connect_four import ConnectFourEnv, greedy_action, random_action, winning_moves
+from tdhook_rl.report.options import OPPONENTS  # the one list, also behind --opponent
 
-__all__ = ["OPPONENTS", "evaluate", "quality_report", "tactics"]
+__all__ = ["OPPONENTS", "evaluate", "play_games", "quality_report", "tactics"]
 
 HERE = Path(__file__).parent
-OPPONENTS = ("random", "greedy")
 
 
-def _games(
-    agent: nn.Module, opponent: str, games: int, seed: int, device: torch.device | str
-) -> Iterator[tuple[TensorDictBase, torch.Tensor, TensorDictBase]]:
-    """Plays 42 plies of ``games`` batched games (enough to end each game once); yields
-    ``(position, agent_turn, transition)`` per ply. The agent starts the even-numbered games."""
+Act = Callable[[TensorDictBase, torch.Tensor], torch.Tensor]
+
+
+def play_games(
+    act: Act,
+    opponent: str,
+    games: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    *,
+    restart: bool = True,
+) -> Iterator[tuple[int, TensorDictBase, torch.Tensor, TensorDictBase]]:
+    """Plays ``games`` batched games of an agent against a scripted player, ply by ply.
+
+    The agent starts the even-numbered games. At each ply ``act(td, agent_turn)`` returns the
+    agent's column for every game (only the entries where ``agent_turn`` is set are played),
+    and the opponent's choice is drawn for every game from the env's generator, so two runs
+    with the same seed see the same opponent.
+
+    Args:
+        act: the agent's move: ``(state, agent_turn [games] bool) -> action [games]``.
+        opponent: one of :data:`OPPONENTS`.
+        games: the batch of games.
+        seed: seeds the env's generator (the opponent's random choices).
+        device: where to play.
+        restart: ``True``: 42 plies, a finished game restarts at once (each slot's first
+            game is the one that counts); ``False``: every game is played once, finished
+            games are left alone (``agent_turn`` is off for them) and the loop stops when all
+            are over.
+
+    Yields:
+        ``(ply, position, agent_turn, step)``: the position moved from (``board``,
+        ``player``, ``action``), whose turn it was, and the transition.
+
+    Examples:
+        >>> def first_legal(td, turn):
+        ...     return td["action_mask"].float().argmax(-1)
+        >>> plies = [ply for ply, *_ in play_games(first_legal, "random", 2, restart=False)]
+        >>> 7 <= len(plies) <= 42
+        True
+    """
     if opponent not in OPPONENTS:
         raise ValueError(f"opponent must be one of {list(OPPONENTS)}, got {opponent!r}")
     env = ConnectFourEnv(batch_size=[games], device=device)
     env.set_seed(seed)
     agent_player = torch.arange(games, device=device) % 2  # 0: the agent starts
+    over = torch.zeros(games, dtype=torch.bool, device=device)
     td = env.reset()
-    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
-        for _ in range(6 * 7):
-            mine = agent(td.select("observation", "action_mask"))["action"]
-            if opponent == "random":
-                theirs = random_action(td["action_mask"], env.generator)
-            else:
-                theirs = greedy_action(td["board"], td["player"], td["action_mask"], env.generator)
-            agent_turn = td["player"].squeeze(-1) == agent_player
-            td["action"] = torch.where(agent_turn, mine, theirs)
-            position = td.select("board", "player", "action")
+    for ply in range(6 * 7):
+        agent_turn = (td["player"].squeeze(-1) == agent_player) & ~over
+        mine = act(td, agent_turn)
+        if opponent == "random":
+            theirs = random_action(td["action_mask"], env.generator)
+        else:
+            theirs = greedy_action(td["board"], td["player"], td["action_mask"], env.generator)
+        td["action"] = torch.where(agent_turn, mine, theirs)
+        position = td.select("board", "player", "action")
+        if restart:
             step, td = env.step_and_maybe_reset(td)
+        else:
+            step = env.step(td)
+            td = step["next"]
+            over = over | td["done"].squeeze(-1)
+        yield ply, position, agent_turn, step
+        if over.all():
+            return
+
+
+def _games(
+    agent: nn.Module, opponent: str, games: int, seed: int, device: torch.device | str
+) -> Iterator[tuple[TensorDictBase, torch.Tensor, TensorDictBase]]:
+    """:func:`play_games` with the agent's best moves, restarting finished games."""
+
+    def act(td: TensorDictBase, turn: torch.Tensor) -> torch.Tensor:
+        return agent(td.select("observation", "action_mask"))["action"]
+
+    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+        for _, position, agent_turn, step in play_games(act, opponent, games, seed, device):
             yield position, agent_turn, step
 
 

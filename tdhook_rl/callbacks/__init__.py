@@ -1,5 +1,18 @@
-"""Evaluation callbacks for TorchRL trainers and plain training loops."""
+"""Evaluation callbacks for TorchRL trainers and plain training loops.
 
-from tdhook_rl.callbacks.evaluation import InterpretabilityCallback, ProbeSpec
+:class:`InterpretabilityCallback` takes a few grouped options: :class:`AttributionSpec` (what
+to explain), :class:`Schedule` (when), :class:`ProbeSpec` (what to probe),
+:class:`Interventions` (which effects to measure) and :class:`LogTo` (where results go).
+"""
 
-__all__ = ["InterpretabilityCallback", "ProbeSpec"]
+from tdhook_rl.callbacks.evaluation import InterpretabilityCallback
+from tdhook_rl.callbacks.options import AttributionSpec, Interventions, LogTo, ProbeSpec, Schedule
+
+__all__ = [
+    "AttributionSpec",
+    "InterpretabilityCallback",
+    "Interventions",
+    "LogTo",
+    "ProbeSpec",
+    "Schedule",
+]

@@ -3,65 +3,86 @@ of hidden layers and interventions, log scalars through a TorchRL logger and sav
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, cast
 
 import torch
-from tensordict import NestedKey, TensorDictBase
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
+from torch import nn
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import Logger
 
 from tdhook_rl.attributed import Attributed
-from tdhook_rl.attribution import AttributionMethod, IntegratedGradients
+from tdhook_rl.callbacks.checks import (
+    check_interventions,
+    check_labels,
+    dry_call,
+    heads_description,
+    input_groups,
+)
 from tdhook_rl.callbacks.options import (
     EXPERIMENT,
-    LOGGER_BACKENDS,
+    AttributionSpec,
+    Interventions,
+    LogTo,
     ProbeSpec,
-    check_logger,
-    check_probes,
+    Schedule,
 )
-from tdhook_rl.core.keys import key_tuple
-from tdhook_rl.evaluate import intervention_effect, reward_and_done
+from tdhook_rl.callbacks.scalars import episode_scalars, head_shares, scalar_name, slug
+from tdhook_rl.evaluate import intervention_effect
 from tdhook_rl.latent.probes import ProbeResults, fit_probes
 from tdhook_rl.latent.recorded import Recorded
-from tdhook_rl.viz.features import feature_groups
+from tdhook_rl.report.scalars import LOGGER_BACKENDS
+from tdhook_rl.targets import ActionLogProb, as_targets
 
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+__all__ = ["EXPERIMENT", "InterpretabilityCallback"]
 
 
 class InterpretabilityCallback:
     """Tracks what an agent attends to and encodes while it learns, and what that costs.
 
-    Every ``every_frames`` collected frames it runs one evaluation rollout of ``eval_steps``
-    steps (deterministic actions, like TorchRL's evaluators) with the module wrapped in
-    :class:`~tdhook_rl.Attributed` (and :class:`~tdhook_rl.Recorded` when ``probes`` is
-    given), and logs:
+    Every ``schedule.every_frames`` collected frames it runs one evaluation rollout of
+    ``schedule.eval_steps`` steps (deterministic actions, like TorchRL's evaluators) with
+    ``module`` wrapped in :class:`~tdhook_rl.Attributed` (and :class:`~tdhook_rl.Recorded`
+    when ``probes`` is given), and logs:
 
     * ``eval/return``, ``eval/episode_length`` (mean over finished episodes, else the sum);
     * ``attribution/<head>/<feature>``: each input feature's share of the mean absolute
-      attribution, per head;
+      attribution, per head (``attribution/<head>/agent<i>/<feature>`` for a multi-agent
+      input, or pooled over agents with ``AttributionSpec(pool_agents=True)``; per channel,
+      per block of a single-channel image or of a long vector for large inputs, see
+      :func:`~tdhook_rl.attribution.features.feature_groups`);
+    * ``attribution/<head>/rounding_level``: 1 when the head's attributions are at the float
+      rounding level of its output (:func:`~tdhook_rl.attribution.noise.rounding_level`; e.g.
+      ``ActionLogProb()`` of a deterministic continuous policy with a state-independent
+      scale): that head's shares are then not logged, and a warning (once) says to explain
+      ``ActionLoc()`` instead; else 0;
     * ``probe/<site>/<label>/r2``: held-out R^2 of a ridge probe from each recorded site to
       each label, on an episode-wise split of the same rollout (with ``probes``; an
       evaluation whose rollout holds fewer than two episodes, or a label constant on the
       held-out episodes, skips them with a warning);
-    * ``intervention/<name>/return_change`` (and its interval) when ``interventions`` is
-      given (paired episodes, see :func:`tdhook_rl.evaluate.intervention_effect`);
+    * ``intervention/<name>/return_change`` (and its interval) with ``interventions``;
     * ``tdhook/eval_seconds``: the evaluation's own wall time, and
       ``tdhook/overhead_fraction``: the seconds spent in all evaluations so far (logging
       included) over the wall time since :meth:`start` (or the first call, or
-      :meth:`register`). Call :meth:`start` just before the training loop, and the callback
-      at every iteration (it returns at once when no evaluation is due).
+      :meth:`register`).
 
-    Every ``figures_every`` evaluations it also saves PNGs (attribution over time of the
-    first trajectory, feature shares by head, probe R^2 by layer) under ``log_dir/figures``.
+    Which readout each head explains is logged once as the logger's hyper-parameters
+    (``attribution/<head>/target``; with the CSV logger, ``texts/hparams0.txt``) and kept in
+    :attr:`heads`. Every ``log.figures_every`` evaluations it also saves PNGs (attribution
+    over time of the first trajectory, feature shares by head, probe R^2 by layer, spatial
+    maps of image-like inputs) under ``log.log_dir/figures``.
+
+    When it is built, it checks its options against the module and the environment with one
+    dry call of the wrapped module on ``env.reset()``: inputs the env does not give, targets
+    the module cannot compute (``ActionLogProb()`` on a deterministic actor, a ``"value"``
+    head ``"state_value"`` on an actor without a critic), ``feature_names`` that do not fit
+    the input, probe labels the rollout will not hold, unknown sites: each a ``ValueError``
+    (``KeyError`` for a missing key) naming what is wrong and what exists.
 
     Cost, measured: with the defaults (``every_frames=50_000``, ``eval_steps=500``,
     integrated gradients with 16 steps, figures every 5 evaluations) on the double pendulum
@@ -69,51 +90,35 @@ class InterpretabilityCallback:
     heads attributed, both actor hidden layers probed for 6 labels, one ablation of 4 paired
     episodes and a 4-copy evaluation env, ``tdhook/overhead_fraction`` ended at 11-16%
     (3 runs; 2 evaluations of 4.4-10.7 s each, the first one paying for imports, in 93-112 s
-    of wall time; one torch thread on 2 CPU cores shared with other jobs)::
+    of wall time; one torch thread on 2 CPU cores shared with other jobs); at
+    ``--every-frames 25000 --figures-every 1`` (4 evaluations) at 20-21% (see
+    ``examples/train_with_callback.py``). Most of an evaluation is the attributed rollout and
+    the ablation's paired episodes; fewer steps or a longer period cost proportionally less.
 
-        python examples/train_with_callback.py --every-frames 50000 --figures-every 5
-
-    At ``--every-frames 25000 --figures-every 1`` (the example's defaults, 4 evaluations) it
-    ended at 20-21%. Most of an evaluation is the attributed rollout (~2.5 s for 500 steps)
-    and the ablation's paired episodes (~2 s); fewer ``eval_steps``, fewer integrated-
-    gradients steps or a longer period cost proportionally less.
-
-    Use it from a plain loop as ``callback(policy, frames)`` (``frames`` = frames collected
-    so far), or on a TorchRL ``Trainer`` with ``callback.register(trainer)`` (a
-    ``"post_steps_log"`` op; scalars go through the trainer's logger).
+    Use it from a plain loop as ``callback(frames)`` (``frames`` = frames collected so far;
+    the module shares the trained parameters, so it explains the current agent), or on a
+    TorchRL ``Trainer`` with ``callback.register(trainer)`` (a ``"post_steps_log"`` op;
+    scalars go through the trainer's logger).
 
     Args:
         env: the evaluation environment (for probes, a batched env, e.g. 4 copies, gives
             several episodes per rollout even when the agent never falls).
-        module: the module to explain (e.g. the actor-critic); ``callback(policy, ...)`` can
-            pass another one. Actions come from ``policy`` if given, else from ``module``.
-        targets: ``{head: target}`` as in :class:`~tdhook_rl.Attributed`.
-        inputs: attributed inputs.
-        method: the attribution method (default ``IntegratedGradients(n_steps=16)``).
-        every_frames: evaluation period in collected frames.
-        eval_steps: steps of the evaluation rollout.
-        feature_names: names of the input features (for scalar names and plots), one per
-            feature or one per index of the input's first dimension (channels, planes).
-            Inputs of more than 64 features are logged and drawn per group (an image per
-            channel, see :func:`~tdhook_rl.viz.features.feature_groups`), and image-like
-            inputs also get a figure of spatial attribution maps.
+        module: the module that computes every head (e.g. the actor-critic); it also acts.
+        attribution: what to explain: :class:`AttributionSpec` (targets, inputs, method,
+            feature names, agent pooling).
+        schedule: when, how long, at what cost at most: :class:`Schedule` (default
+            ``Schedule()``: every 50,000 frames, 500 steps, at most 25% of the wall time).
         probes: a :class:`ProbeSpec`: the hidden layers to record and the labels to probe.
-        interventions: ``{name: {site: intervention}}`` whose return effect is logged.
-        intervention_episodes: paired episodes per intervention.
-        logger: a TorchRL :class:`~torchrl.record.loggers.Logger`, or the name of one built
-            under ``log_dir`` on first use: ``"csv"`` (default), ``"tensorboard"`` or
-            ``"wandb"``; ``None`` logs nothing (scalars are still returned and kept in
-            :attr:`history`). A name whose package is missing raises ``ImportError`` here.
-        log_dir: where a logger built from a name and the figures go.
-        figures_every: save figures every this many evaluations (0: never).
-        max_overhead: the bound on the callback's cost: an evaluation that falls due while
-            the evaluations so far have taken more than this fraction of the wall time
-            since the clock started is put off to a later call (counted in ``deferred``),
-            so over a run the fraction stays near the bound (it can exceed it by at most
-            one evaluation's time); ``None``: evaluate whenever due.
+        interventions: :class:`Interventions` whose return effect is logged.
+        log: where results go: :class:`LogTo` (default ``LogTo()``: CSV under
+            ``tdhook_rl_logs``, figures every 5 evaluations).
 
     Attributes:
         history: one dict of scalars per evaluation, with ``"frames"``.
+        heads: ``{head: the readout it explains}``, e.g. ``{"force": "Index('action', 0)"}``.
+        groups: the rows the first input is logged in
+            (:class:`~tdhook_rl.attribution.features.FeatureGroups`).
+        rounding: the heads found at rounding level at the last evaluation (not ranked).
         last_rollout: the last evaluation rollout, with its attributions and activations.
         last_probes: the last :class:`~tdhook_rl.latent.probes.ProbeResults` (or ``None``).
 
@@ -125,59 +130,71 @@ class InterpretabilityCallback:
         >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
         >>> actor = TensorDictModule(net, ["observation"], ["action"])
         >>> callback = InterpretabilityCallback(
-        ...     env, actor, targets={"force": ("action", 0)}, every_frames=1000, eval_steps=250,
+        ...     env, actor, AttributionSpec({"force": ("action", 0)}),
+        ...     schedule=Schedule(every_frames=1000, eval_steps=250),
         ...     probes=ProbeSpec({"h": "module.1"}, {"cos": ("observation", 0)}, held_out=0.5),
-        ...     logger=None, figures_every=0,  # 250 steps: two episodes (200 + 50 steps)
+        ...     log=LogTo(None, figures_every=0),  # 250 steps: two episodes (200 + 50 steps)
         ... )
-        >>> callback(None, frames=500) is None  # not due yet
+        >>> callback(500) is None  # not due yet
         True
-        >>> scalars = callback(None, frames=1000)
+        >>> scalars = callback(1000)
         >>> sorted(k for k in scalars if k.startswith(("eval/", "probe/")))
         ['eval/episode_length', 'eval/return', 'probe/h/cos/r2']
+        >>> callback.heads
+        {'force': "Index('action', 0)"}
     """
 
     def __init__(
         self,
         env: EnvBase,
         module: TensorDictModuleBase,
+        attribution: AttributionSpec,
         *,
-        targets: Mapping[str, Any],
-        inputs: Sequence[NestedKey] = ("observation",),
-        method: AttributionMethod | None = None,
-        every_frames: int = 50_000,
-        eval_steps: int = 500,
-        feature_names: Sequence[str] | None = None,
+        schedule: Schedule | None = None,
         probes: ProbeSpec | None = None,
-        interventions: Mapping[str, Mapping[Any, Any]] | None = None,
-        intervention_episodes: int = 4,
-        logger: Logger | str | None = "csv",
-        log_dir: str | Path = "tdhook_rl_logs",
-        figures_every: int = 5,
-        max_overhead: float | None = 0.25,
+        interventions: Interventions | None = None,
+        log: LogTo | None = None,
     ) -> None:
-        if every_frames < 1 or eval_steps < 1:
-            raise ValueError("every_frames and eval_steps must be positive")
-        if max_overhead is not None and not 0.0 < max_overhead < 1.0:
-            raise ValueError(f"max_overhead must be in (0, 1) or None, got {max_overhead!r}")
-        self.max_overhead = max_overhead
-        self.deferred = 0  # calls at which a due evaluation was put off by max_overhead
+        for name, value, cls in (
+            ("attribution", attribution, AttributionSpec),
+            ("schedule", schedule, Schedule),
+            ("probes", probes, ProbeSpec),
+            ("interventions", interventions, Interventions),
+            ("log", log, LogTo),
+        ):
+            if value is not None and not isinstance(value, cls):
+                raise TypeError(
+                    f"{name} must be a {cls.__name__}, got {type(value).__name__}: e.g. "
+                    f"{_EXAMPLES[name]}"
+                )
         self.env = env
         self.module = module
-        self.targets = dict(targets)
-        self.inputs = list(inputs)
-        self.method = method or IntegratedGradients(n_steps=16)
-        self.every_frames = every_frames
-        self.eval_steps = eval_steps
-        self.feature_names = list(feature_names) if feature_names is not None else None
-        if probes is not None:
-            check_probes(probes, env, module)
+        self.attribution = attribution
+        self.schedule = schedule if schedule is not None else Schedule()
         self.probes = probes
-        self.interventions = dict(interventions or {})
-        self.intervention_episodes = intervention_episodes
-        self.log_dir = Path(log_dir)
-        self._logger = check_logger(logger)
-        self.figures_every = figures_every
-        self.next_frames = every_frames
+        self.interventions = interventions
+        self.log = log if log is not None else LogTo()
+        self.deferred = 0  # calls at which a due evaluation was put off by max_overhead
+        # the one wrapper every evaluation uses (it shares the module's parameters)
+        self._specs = as_targets(attribution.targets)  # as given, unbound
+        self.explained: TensorDictModuleBase = Attributed(
+            module, attribution.method, inputs=list(attribution.inputs), targets=self._specs
+        )
+        self.targets = cast("Attributed", self.explained).targets
+        if probes is not None:  # records the real forward, not the attribution passes
+            self.explained = Recorded(self.explained, probes.sites)
+        if interventions is not None:
+            check_interventions(interventions, module)
+        checked = dry_call(env, self.explained, module)
+        self.groups, _ = input_groups(checked, attribution)
+        self.rounding: set[str] = set()  # heads at rounding level at the last evaluation
+        if probes is not None:
+            check_labels(probes, checked, env)
+        self.heads = heads_description(self.targets)
+        self._logger: Logger | str | None = self.log.logger
+        self._hparams_logged = False
+        self._warned: set[str] = set()  # heads already warned about as rounding level
+        self.next_frames = self.schedule.every_frames
         self.evaluations = 0
         self.history: list[dict[str, float]] = []
         self.last_rollout: TensorDictBase | None = None
@@ -192,28 +209,33 @@ class InterpretabilityCallback:
         if isinstance(self._logger, str):
             from torchrl.record import loggers
 
-            cls = getattr(loggers, LOGGER_BACKENDS[self._logger][0])
-            self._logger = cls(exp_name=EXPERIMENT, log_dir=str(self.log_dir))
+            cls = getattr(loggers, LOGGER_BACKENDS[self._logger].cls)
+            self._logger = cls(exp_name=EXPERIMENT, log_dir=str(self.log.log_dir))
         return self._logger
 
     def due(self, frames: int) -> bool:
         """Whether an evaluation is due at ``frames`` collected frames."""
         return frames >= self.next_frames
 
-    def __call__(
-        self, policy: TensorDictModuleBase | None = None, frames: int = 0, *, force: bool = False
-    ) -> dict[str, float] | None:
+    def __call__(self, frames: int, *, force: bool = False) -> dict[str, float] | None:
         """Evaluates if due (or ``force``); logs and returns the scalars, else ``None``."""
+        if isinstance(frames, bool) or not isinstance(frames, int):
+            raise TypeError(
+                f"call the callback with the frames collected so far, callback(frames), got "
+                f"{type(frames).__name__}; it explains the module it was built with"
+                + (" (pass that module at construction)" if isinstance(frames, nn.Module) else "")
+            )
         self.start()
         if not (force or self.due(frames)):
             return None
         if not force and self.over_budget():
             self.deferred += 1
             return None
-        scalars = self.evaluate(policy, frames)
+        scalars = self.evaluate(frames)
         start = time.perf_counter()
         logger = self.logger
         if logger is not None:
+            self._log_heads(logger)
             for name, value in scalars.items():
                 logger.log_scalar(name, value, step=frames)
         self._cost += time.perf_counter() - start
@@ -221,8 +243,9 @@ class InterpretabilityCallback:
 
     def over_budget(self) -> bool:
         """Whether evaluating now would start while the evaluations so far have taken more
-        than ``max_overhead`` of the wall time since the clock started."""
-        return self.max_overhead is not None and self.overhead_fraction > self.max_overhead
+        than ``schedule.max_overhead`` of the wall time since the clock started."""
+        bound = self.schedule.max_overhead
+        return bound is not None and self.overhead_fraction > bound
 
     @property
     def overhead_fraction(self) -> float:
@@ -232,38 +255,26 @@ class InterpretabilityCallback:
             return 0.0
         return self._cost / max(time.perf_counter() - self._clock, 1e-9)
 
-    def evaluate(self, policy: TensorDictModuleBase | None, frames: int) -> dict[str, float]:
+    def evaluate(self, frames: int) -> dict[str, float]:
         """Runs one evaluation now and returns its scalars (not logged)."""
         self.start()
         start = time.perf_counter()
         while self.next_frames <= frames:
-            self.next_frames += self.every_frames
-        module = policy if policy is not None else self.module
-        explained: TensorDictModuleBase = Attributed(
-            module, self.method, inputs=self.inputs, targets=self.targets
-        )
-        if self.probes is not None:  # records the real forward, not the attribution passes
-            explained = Recorded(explained, self.probes.sites)
+            self.next_frames += self.schedule.every_frames
         with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-            rollout = self.env.rollout(self.eval_steps, explained, break_when_any_done=False)
+            rollout = self.env.rollout(
+                self.schedule.eval_steps, self.explained, break_when_any_done=False
+            )
         self.last_rollout = rollout
-        scalars = self._rollout_scalars(rollout)
+        scalars = episode_scalars(self.env, rollout)
+        scalars |= self._attribution_scalars(rollout)
         if self.probes is not None:
             scalars |= self._probe_scalars(rollout, self.probes)
-        for name, sites in self.interventions.items():
-            effect = intervention_effect(
-                self.env,
-                module,
-                sites,
-                episodes=self.intervention_episodes,
-                max_steps=self.eval_steps,
-            )
-            s = effect.summary["returns"]
-            scalars[f"intervention/{_slug(name)}/return_change"] = s["change"]
-            scalars[f"intervention/{_slug(name)}/return_change_low"] = s["low"]
-            scalars[f"intervention/{_slug(name)}/return_change_high"] = s["high"]
+        if self.interventions is not None:
+            scalars |= self._intervention_scalars(self.interventions)
         self.evaluations += 1
-        if self.figures_every and self.evaluations % self.figures_every == 1 % self.figures_every:
+        every = self.log.figures_every
+        if every and self.evaluations % every == 1 % every:
             self._figures(rollout, frames)
         elapsed = time.perf_counter() - start
         self._cost += elapsed
@@ -281,38 +292,49 @@ class InterpretabilityCallback:
         if self._clock is None:
             self._clock = time.perf_counter()
 
-    def _rollout_scalars(self, rollout: TensorDictBase) -> dict[str, float]:
-        reward, done = reward_and_done(self.env, rollout)
+    def _attribution_scalars(self, rollout: TensorDictBase) -> dict[str, float]:
+        heads = head_shares(rollout, self.targets, self.attribution.inputs[0], self.groups)
+        self.rounding = {h for h, s in heads.items() if s.rounding}
         scalars: dict[str, float] = {}
-        # episodes that finished inside the rollout: mean return and length
-        ep_id = done.long().cumsum(-1) - done.long()
-        finished = int(done.sum())
-        if finished:
-            returns, lengths = [], []
-            for row_reward, row_done, row_id in zip(
-                reward.reshape(-1, reward.shape[-1]),
-                done.reshape(-1, done.shape[-1]),
-                ep_id.reshape(-1, ep_id.shape[-1]),
-                strict=True,
-            ):
-                for e in range(int(row_done.sum())):
-                    mask = row_id == e
-                    returns.append(float(row_reward[mask].sum()))
-                    lengths.append(float(mask.sum()))
-            scalars["eval/return"] = sum(returns) / len(returns)
-            scalars["eval/episode_length"] = sum(lengths) / len(lengths)
-        else:
-            scalars["eval/return"] = float(reward.sum(-1).mean())
-            scalars["eval/episode_length"] = float(reward.shape[-1])
-        root = key_tuple("attribution")
-        for head in self.targets:
-            a = rollout.get((*root, head, *key_tuple(self.inputs[0])))
-            a = a.reshape(-1, *a.shape[rollout.batch_dims :])
-            # one scalar per feature, or per group of features for large inputs (pixels)
-            groups = feature_groups(a.shape[1:], self.feature_names)
-            for name, value in zip(groups.names, groups.shares(a).tolist(), strict=True):
-                scalars[f"attribution/{_slug(head)}/{_slug(name)}"] = value
+        for head, summary in heads.items():
+            if summary.rounding is not None:
+                scalars[scalar_name("attribution", head, "rounding_level")] = float(
+                    summary.rounding
+                )
+            for name, value in summary.shares.items():
+                scalars[scalar_name("attribution", head, name)] = value
+            if summary.rounding and head not in self._warned:
+                self._warned.add(head)
+                warnings.warn(self._rounding_message(head, summary), RuntimeWarning, stacklevel=4)
         return scalars
+
+    def _rounding_message(self, head: str, summary: Any) -> str:
+        message = (
+            f"InterpretabilityCallback: head {head!r} ({self.heads[head]}) has attributions at "
+            f"the float rounding level of its output (|attribution| summed over features "
+            f"{summary.mean_abs:.2g} per step against |output| {summary.output_scale:.2g}) on "
+            f"the deterministic evaluation rollout: they are noise, not a dependence on the "
+            f"input, so its feature shares are not logged (attribution/{slug(head)}/"
+            "rounding_level = 1)."
+        )
+        if isinstance(self._specs[head], ActionLogProb):
+            message += (
+                " With deterministic actions (the mode) and a state-independent scale, the "
+                "gradient of the action's log-probability is zero: explain the distribution's "
+                "location instead, targets={..., " + repr(head) + ": ActionLoc()} "
+                "(from tdhook_rl.targets import ActionLoc)."
+            )
+        return message
+
+    def _log_heads(self, logger: Any) -> None:
+        """Once: which readout each head explains, as the logger's hyper-parameters."""
+        if self._hparams_logged or not callable(getattr(logger, "log_hparams", None)):
+            return
+        self._hparams_logged = True
+        config = {f"attribution/{slug(h)}/target": t for h, t in self.heads.items()}
+        config["attribution/method"] = repr(self.attribution.method)
+        config["attribution/input"] = repr(self.attribution.inputs[0])
+        logger.log_hparams(config)
 
     def _probe_scalars(self, rollout: TensorDictBase, spec: ProbeSpec) -> dict[str, float]:
         try:
@@ -328,50 +350,35 @@ class InterpretabilityCallback:
             warnings.warn(
                 f"InterpretabilityCallback: no probe scores at this evaluation: {err}",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             self.last_probes = None
             return {}
         self.last_probes = results
         return {
-            f"probe/{_slug(row['site'])}/{_slug(row['label'])}/r2": row["r2"]
+            scalar_name("probe", row["site"], row["label"], "r2"): row["r2"]
             for row in results.rows
         }
 
+    def _intervention_scalars(self, spec: Interventions) -> dict[str, float]:
+        scalars: dict[str, float] = {}
+        for name, sites in spec.effects.items():
+            effect = intervention_effect(
+                self.env,
+                self.module,
+                sites,
+                episodes=spec.episodes,
+                max_steps=self.schedule.eval_steps,
+            )
+            s = effect.summary["returns"]
+            for suffix, field in (("", "change"), ("_low", "low"), ("_high", "high")):
+                scalars[f"intervention/{slug(name)}/return_change{suffix}"] = s[field]
+        return scalars
+
     def _figures(self, rollout: TensorDictBase, frames: int) -> None:
-        import matplotlib.pyplot as plt
+        from tdhook_rl.callbacks.figures import save_figures
 
-        from tdhook_rl import viz
-
-        folder = self.log_dir / "figures"
-        folder.mkdir(parents=True, exist_ok=True)
-        trajectory = (
-            rollout.reshape(-1, rollout.shape[-1])[0] if rollout.batch_dims > 1 else rollout
-        )
-        kwargs = {"input_key": self.inputs[0], "feature_names": self.feature_names}
-        figures = {
-            name: plot(trajectory, title=f"{name.replace('_', ' ')} at {frames} frames", **kwargs)
-            for name, plot in (
-                ("attribution_over_time", viz.attribution_over_time),
-                ("feature_shares", viz.feature_shares),
-            )
-        }
-        if self.last_probes is not None:
-            figures["probe_r2"] = viz.probe_scores(
-                self.last_probes.rows,
-                score="r2",
-                control=None,
-                title=f"held-out probe R^2 at {frames} frames",
-            )
-        if trajectory.get(self.inputs[0]).ndim >= 4:  # image-like: [T, C, H, W]
-            figures["attribution_maps"] = viz.attribution_maps(
-                trajectory,
-                input_key=self.inputs[0],
-                title=f"attribution maps at {frames} frames",
-            )
-        for name, fig in figures.items():
-            fig.savefig(folder / f"{name}_{frames:09d}.png")
-            plt.close(fig)
+        save_figures(self, rollout, frames)
 
     def register(self, trainer: Any, name: str = "interpretability") -> None:
         """Registers the callback on a TorchRL ``Trainer`` as a ``"post_steps_log"`` op and
@@ -392,7 +399,13 @@ class InterpretabilityCallback:
         if self.over_budget():
             self.deferred += 1
             return None
-        return self.evaluate(None, frames)
+        return self.evaluate(frames)
 
 
-LoopCallback = Callable[[TensorDictModuleBase, int], dict[str, float] | None]
+_EXAMPLES = {
+    "attribution": "AttributionSpec({'policy': ActionLoc(), 'value': 'state_value'})",
+    "schedule": "Schedule(every_frames=50_000, eval_steps=500)",
+    "probes": "ProbeSpec({'h1': 'module.0.1'}, {'x': ('observation', 0)})",
+    "interventions": "Interventions({'h1 off': {'module.0.1': Ablate()}}, episodes=4)",
+    "log": "LogTo('csv', log_dir='runs')",
+}

@@ -1,40 +1,121 @@
-"""The options of :class:`~tdhook_rl.callbacks.InterpretabilityCallback` and their checks:
-what to probe (:class:`ProbeSpec`), and which logger (by name or instance)."""
+"""The grouped options of :class:`~tdhook_rl.callbacks.InterpretabilityCallback`: what to
+explain (:class:`AttributionSpec`), when (:class:`Schedule`), what to probe
+(:class:`ProbeSpec`), which interventions to measure (:class:`Interventions`) and where the
+results go (:class:`LogTo`). Each checks its own values when it is built; what needs the
+policy and the environment is checked by the callback (:mod:`.checks`)."""
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
-from tensordict.nn import TensorDictModuleBase
-from torchrl.envs import EnvBase
+from tensordict import NestedKey
 from torchrl.record.loggers import Logger
 
+from tdhook_rl.attribution import AttributionMethod, IntegratedGradients, resolve_method
 from tdhook_rl.core.sites import SiteSpec
 from tdhook_rl.core.sites import site_name as _site_name
-from tdhook_rl.latent.recorded import Recorded
-from tdhook_rl.latent.splits import LabelSpec, check_held_out, labels_from
-from tdhook_rl.targets import Index
+from tdhook_rl.latent.splits import LabelSpec, check_held_out
+from tdhook_rl.report.scalars import LOGGER_BACKENDS
+from tdhook_rl.targets import as_target
 
-__all__ = ["EXPERIMENT", "LOGGER_BACKENDS", "ProbeSpec", "check_logger", "check_probes"]
+__all__ = [
+    "EXPERIMENT",
+    "AttributionSpec",
+    "Interventions",
+    "LogTo",
+    "ProbeSpec",
+    "Schedule",
+    "check_logger",
+]
 
-#: ``logger=`` names -> (TorchRL logger class name, the package it needs or ``None``)
-LOGGER_BACKENDS: dict[str, tuple[str, str | None]] = {
-    "csv": ("CSVLogger", None),
-    "tensorboard": ("TensorboardLogger", "tensorboard"),
-    "wandb": ("WandbLogger", "wandb"),
-}
 EXPERIMENT = "tdhook_rl"
 """The experiment name of the loggers the callback builds: CSV files go under
 ``log_dir / EXPERIMENT / "scalars"``."""
 
 
+@dataclass(frozen=True)
+class AttributionSpec:
+    """What the callback explains: the heads (targets), the inputs, the method, the names.
+
+    Args:
+        targets: ``{head: target}`` as in :class:`~tdhook_rl.Attributed` (a key, ``(key,
+            i)``, :class:`~tdhook_rl.targets.ActionLoc`,
+            :class:`~tdhook_rl.targets.ActionLogProb`, ...). The callback evaluates with
+            deterministic actions: for a continuous policy explain ``ActionLoc()``, the
+            distribution's location (the mode's log-probability has a zero gradient for a
+            state-independent scale; such a head is flagged and not ranked).
+        inputs: the attributed inputs; the first one is logged and drawn.
+        method: the attribution method or its name (default
+            ``IntegratedGradients(n_steps=16)``).
+        feature_names: one name per feature of the first input (for scalar names and
+            plots), or one per index of its first dimension (channels, planes); for a
+            multi-agent input (``("agents", "observation")``), the names of one agent's
+            features (scalars are named ``agent{i}/{name}``).
+        pool_agents: for a multi-agent input, log each feature's share summed over the
+            agents (``attribution/<head>/<feature>``) instead of one per agent and feature.
+
+    Examples:
+        >>> from tdhook_rl.targets import ActionLoc
+        >>> spec = AttributionSpec({"policy": ActionLoc(), "value": "state_value"})
+        >>> spec.inputs, spec.method
+        (('observation',), IntegratedGradients(n_steps=16, rule='gausslegendre', baseline=0.0, chunk_size=None))
+    """  # noqa: E501
+
+    targets: Mapping[str, Any] | Any
+    inputs: Sequence[NestedKey] = ("observation",)
+    method: AttributionMethod | str | None = None
+    feature_names: Sequence[str] | None = None
+    pool_agents: bool = False
+
+    def __post_init__(self) -> None:
+        inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
+        if not inputs:
+            raise ValueError("AttributionSpec.inputs is empty: name e.g. ('observation',)")
+        object.__setattr__(self, "inputs", inputs)
+        method = IntegratedGradients(n_steps=16) if self.method is None else self.method
+        object.__setattr__(self, "method", resolve_method(method))
+        if self.feature_names is not None:
+            if isinstance(self.feature_names, str):
+                raise TypeError("feature_names must be a sequence of names, not one string")
+            object.__setattr__(self, "feature_names", tuple(self.feature_names))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the callback evaluates, for how long, and at what cost at most.
+
+    Args:
+        every_frames: evaluation period in collected frames.
+        eval_steps: steps of the evaluation rollout.
+        max_overhead: the bound on the callback's cost: an evaluation that falls due while
+            the evaluations so far have taken more than this fraction of the wall time
+            since the clock started is put off to a later call (counted in
+            ``callback.deferred``), so over a run the fraction stays near the bound (it can
+            exceed it by at most one evaluation's time); ``None``: evaluate whenever due.
+    """
+
+    every_frames: int = 50_000
+    eval_steps: int = 500
+    max_overhead: float | None = 0.25
+
+    def __post_init__(self) -> None:
+        if self.every_frames < 1 or self.eval_steps < 1:
+            raise ValueError(
+                f"every_frames and eval_steps must be positive, got every_frames="
+                f"{self.every_frames!r}, eval_steps={self.eval_steps!r}"
+            )
+        if self.max_overhead is not None and not 0.0 < self.max_overhead < 1.0:
+            raise ValueError(f"max_overhead must be in (0, 1) or None, got {self.max_overhead!r}")
+
+
 @dataclass
 class ProbeSpec:
-    """What :class:`InterpretabilityCallback` probes: hidden layers, labels, and the split.
+    """What the callback probes: hidden layers, labels, and the split.
 
     At each evaluation the ``sites`` are recorded during the evaluation rollout itself (with
     :class:`~tdhook_rl.Recorded`, from the real forward pass), one ridge probe per
@@ -45,9 +126,10 @@ class ProbeSpec:
         sites: ``{name: site}`` or a list of sites (each named by its spelling), as in
             :class:`~tdhook_rl.Recorded`: submodule paths of the explained module as its
             ``named_modules()`` spells them (e.g. ``"module.0.module.0.module.0.1"``).
-        labels: ``{name: column}`` read from the rollout, as in
-            :func:`~tdhook_rl.latent.probes.labels_from`: a key (``"tip_height"``), a
-            ``(key, index)`` pair (``("qpos", 0)``) or a callable ``td -> Tensor``. Root keys
+        labels: ``{name: readout}`` read from the rollout, spelled as targets are
+            (:func:`~tdhook_rl.targets.as_target`): a key (``"tip_height"``), a key and
+            indices (``("qpos", 0)``, the same as ``Index("qpos", 0)``) or a callable
+            ``td -> Tensor``; not a readout of the module (``ActionLogProb()``). Root keys
             hold the state the step's activations were computed from.
         held_out: the fraction of the rollout's episodes held out for scoring, in ``(0, 1)``.
         alpha: the ridge penalty on standardized features
@@ -89,9 +171,77 @@ class ProbeSpec:
                     f"label {name!r} is a tensor, which cannot follow a new rollout at every "
                     "evaluation; name the key that holds it, or give a callable td -> Tensor"
                 )
+            if as_target(column).needs_module:
+                raise TypeError(
+                    f"label {name!r} is {column!r}, which reads the module; a label is read "
+                    "from the rollout: a key, (key, index), Index(key, i) or a callable "
+                    "td -> Tensor"
+                )
         check_held_out(self.held_out)
         if not isinstance(self.alpha, int | float) or not self.alpha >= 0:
             raise ValueError(f"alpha must be a number >= 0, got {self.alpha!r}")
+
+
+@dataclass(frozen=True)
+class Interventions:
+    """Interventions whose effect on the return the callback measures at each evaluation
+    (paired episodes, see :func:`tdhook_rl.evaluate.intervention_effect`).
+
+    Args:
+        effects: ``{name: {site: intervention}}`` as in :class:`~tdhook_rl.Intervened`;
+            logged as ``intervention/<name>/return_change`` (and its interval).
+        episodes: paired episodes per intervention.
+
+    Examples:
+        >>> from tdhook_rl.interventions import Ablate
+        >>> Interventions({"h1 off": {"module.0.module.0.1": Ablate()}}, episodes=2).episodes
+        2
+    """
+
+    effects: Mapping[str, Mapping[Any, Any]]
+    episodes: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.effects, Mapping) or not all(
+            isinstance(v, Mapping) for v in self.effects.values()
+        ):
+            raise TypeError(
+                "Interventions.effects must be {name: {site: intervention}}, got "
+                f"{self.effects!r}"
+            )
+        if self.episodes < 1:
+            raise ValueError(f"Interventions.episodes must be positive, got {self.episodes!r}")
+        object.__setattr__(self, "effects", dict(self.effects))
+
+
+@dataclass(frozen=True)
+class LogTo:
+    """Where the callback's results go.
+
+    Args:
+        logger: a TorchRL :class:`~torchrl.record.loggers.Logger`, or the name of one built
+            under ``log_dir`` on first use (the names of
+            :data:`tdhook_rl.report.scalars.LOGGER_BACKENDS`: ``"csv"``, ``"tensorboard"``,
+            ``"wandb"``); ``None`` logs nothing (scalars are still returned and kept in
+            ``callback.history``). A name whose package is missing raises ``ImportError``
+            here.
+        log_dir: where a logger built from a name and the figures go.
+        figures_every: save figures every this many evaluations (0: never).
+
+    Examples:
+        >>> LogTo("csv", log_dir="runs").log_dir
+        PosixPath('runs')
+    """
+
+    logger: Logger | str | None = "csv"
+    log_dir: str | Path = "tdhook_rl_logs"
+    figures_every: int = 5
+
+    def __post_init__(self) -> None:
+        check_logger(self.logger)
+        object.__setattr__(self, "log_dir", Path(self.log_dir))
+        if self.figures_every < 0:
+            raise ValueError(f"figures_every must be >= 0, got {self.figures_every!r}")
 
 
 def check_logger(logger: Any) -> Logger | str | None:
@@ -104,7 +254,7 @@ def check_logger(logger: Any) -> Logger | str | None:
                 f"logger must be a torchrl Logger, None or one of {sorted(LOGGER_BACKENDS)}, "
                 f"got {logger!r}"
             )
-        package = LOGGER_BACKENDS[logger][1]
+        package = LOGGER_BACKENDS[logger].package
         if package is not None and importlib.util.find_spec(package) is None:
             raise ImportError(
                 f"InterpretabilityCallback(logger={logger!r}) needs the `{package}` package: "
@@ -118,21 +268,3 @@ def check_logger(logger: Any) -> Logger | str | None:
         f"logger must be a torchrl Logger (anything with log_scalar(name, value, step)), "
         f"None or one of {sorted(LOGGER_BACKENDS)}, got {type(logger).__name__}"
     )
-
-
-def check_probes(probes: ProbeSpec, env: EnvBase, module: TensorDictModuleBase) -> None:
-    """Fails now, not at the first evaluation: unknown sites, labels the env does not give."""
-    if not isinstance(probes, ProbeSpec):
-        raise TypeError(
-            f"probes must be a ProbeSpec(sites, labels), got {type(probes).__name__}: e.g. "
-            "ProbeSpec({'h1': 'module.1'}, {'x': ('observation', 0)})"
-        )
-    Recorded(module, probes.sites)  # resolves every site against the module
-    static = {k: v for k, v in probes.labels.items() if isinstance(v, Index) or not callable(v)}
-    if static:
-        try:
-            labels_from(env.fake_tensordict(), static)
-        except (KeyError, ValueError, IndexError, TypeError) as err:
-            raise ValueError(
-                f"ProbeSpec.labels do not match the env's specs: {err.args[0]}"
-            ) from err

@@ -89,41 +89,36 @@ def play_and_attribute(
         >>> sorted(results[0])
         ['agent_plays', 'game', 'plies', 'result']
     """
-    from tdhook_rl.envs.connect_four import ConnectFourEnv, greedy_action, random_action
+    from tdhook_rl.agents.connect_four.evaluate import play_games
 
-    env = ConnectFourEnv(batch_size=[games], device=device)
-    env.set_seed(seed)
     explained = Attributed(agent, method, inputs=["observation"], targets=HEADS)
-    agent_side = torch.arange(games, device=device) % 2  # the agent's player number per game
-    td = env.reset()
     over = torch.zeros(games, dtype=torch.bool, device=device)
     reward = torch.zeros(games, device=device)  # of the last mover
     last_mover_is_agent = torch.zeros(games, dtype=torch.bool, device=device)
     plies = torch.zeros(games, dtype=torch.long, device=device)
     moves = []
-    for ply in tqdm(range(42), desc="games", disable=not progress, leave=False):
-        turn = (td["player"].squeeze(-1) == agent_side) & ~over
-        if opponent == "greedy":
-            action = greedy_action(td["board"], td["player"], td["action_mask"], env.generator)
-        else:
-            action = random_action(td["action_mask"], env.generator)
+    ply = 0
+
+    def act(td: TensorDictBase, turn: torch.Tensor) -> torch.Tensor:
+        """The agent's move where it is its turn, attributed (elsewhere a placeholder)."""
+        action = td["action_mask"].long().argmax(-1)
         if turn.any():
             with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
                 out = explained(td.select(*STATE)[turn].clone())
             out["game"] = turn.nonzero().squeeze(-1)
             out["ply"] = torch.full_like(out["game"], ply)
             moves.append(out)
-            action = action.masked_scatter(turn, out["action"])
-        td["action"] = action
-        step = env.step(td)["next"]
-        done = step["done"].squeeze(-1) & ~over
-        reward = torch.where(done, step["reward"].squeeze(-1), reward)
+            action[turn] = out["action"].to(action.dtype)
+        return action
+
+    loop = play_games(act, opponent, games, seed, device, restart=False)
+    for ply_done, _, turn, step in tqdm(loop, total=42, desc="games", disable=not progress):
+        done = step["next", "done"].squeeze(-1) & ~over
+        reward = torch.where(done, step["next", "reward"].squeeze(-1), reward)
         last_mover_is_agent = torch.where(done, turn, last_mover_is_agent)
-        plies = torch.where(done, torch.full_like(plies, ply + 1), plies)
+        plies = torch.where(done, torch.full_like(plies, ply_done + 1), plies)
         over |= done
-        td = step
-        if over.all():
-            break
+        ply = ply_done + 1
     results = []
     for g in range(games):
         r, mine = float(reward[g]), bool(last_mover_is_agent[g])

@@ -57,7 +57,7 @@ def distinct_splits(data: TensorDictBase, held_out: float, seed: int, n: int) ->
 
 
 def selectivity_rows(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Aggregates :func:`~tdhook_rl.latent.probes.fit_probes` rows of several splits per
+    """Aggregates :func:`~tdhook_rl.probes.fit_probes` rows of several splits per
     ``(site, label)``: mean and standard deviation of ``r2``, ``control_r2`` and their
     difference ``selectivity`` (the spread over splits is their uncertainty).
 

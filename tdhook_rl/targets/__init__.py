@@ -7,7 +7,7 @@ action actually taken. It returns one scalar per sample: shape ``output.batch_si
 shape with a trailing dimension of size 1.
 
 Targets of :class:`tdhook_rl.Attributed` (and of the callback), probe labels
-(:func:`~tdhook_rl.latent.probes.labels_from`) and patching heads are given in one vocabulary,
+(:func:`~tdhook_rl.probes.labels_from`) and patching heads are given in one vocabulary,
 parsed by :func:`as_target`:
 
 * a key (``"state_value"``, ``("agents", "value")``): the entry itself (see :class:`Key`);

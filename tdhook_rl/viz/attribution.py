@@ -10,7 +10,7 @@ from tensordict import NestedKey, TensorDictBase
 
 from tdhook_rl.core.keys import key_tuple
 from tdhook_rl.viz._mpl import pyplot
-from tdhook_rl.viz.features import feature_groups
+from tdhook_rl.attribution.features import feature_groups
 
 
 def _head_attributions(
@@ -51,7 +51,7 @@ def attribution_over_time(
         heads: target names to plot (default: all under ``out_key``).
         input_key: the attributed input; its features become rows (flattened), or groups of
             them for inputs of more than 64 features (see
-            :func:`~tdhook_rl.viz.features.feature_groups`: an image's channels, a board's
+            :func:`~tdhook_rl.attribution.features.feature_groups`: an image's channels, a board's
             planes).
         feature_names: row labels (e.g. the env's observation names), one per feature or
             one per index of the input's first dimension.
@@ -125,7 +125,7 @@ def feature_shares(
 ) -> Any:
     """Grouped bars: each feature's share of the mean absolute attribution, per head (for
     inputs of more than 64 features, each group's share: see
-    :func:`~tdhook_rl.viz.features.feature_groups`).
+    :func:`~tdhook_rl.attribution.features.feature_groups`).
 
     Returns:
         The matplotlib figure.

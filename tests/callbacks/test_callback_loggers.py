@@ -9,24 +9,21 @@ import pytest
 from torchrl.record.loggers import CSVLogger
 
 from tdhook_rl.attribution import Saliency
-from tdhook_rl.callbacks import InterpretabilityCallback
+from tdhook_rl.callbacks import AttributionSpec, InterpretabilityCallback, LogTo, Schedule
 from tdhook_rl.targets import ActionLogProb
 
 from models import PointMassEnv, gaussian_actor
 
 
-def make_callback(tmp_path, **kwargs):
-    args = dict(
-        targets={"policy": ActionLogProb()},
-        method=Saliency(abs=False),
-        every_frames=1000,
-        eval_steps=10,
-        log_dir=tmp_path,
-        max_overhead=None,  # exact firing frames: no time-based deferral
-        figures_every=0,
+def make_callback(tmp_path, logger="csv"):
+    return InterpretabilityCallback(
+        PointMassEnv(),
+        gaussian_actor(action_dim=1),
+        AttributionSpec({"policy": ActionLogProb()}, method=Saliency(abs=False)),
+        # exact firing frames: no time-based deferral
+        schedule=Schedule(every_frames=1000, eval_steps=10, max_overhead=None),
+        log=LogTo(logger, log_dir=tmp_path, figures_every=0),
     )
-    args.update(kwargs)
-    return InterpretabilityCallback(PointMassEnv(), gaussian_actor(action_dim=1), **args)
 
 
 def read_csv(path):
@@ -40,7 +37,7 @@ def test_csv_by_name_writes_every_scalar_at_its_step(tmp_path):
     callback = make_callback(tmp_path, logger="csv")
     assert not any(tmp_path.iterdir())  # the logger is built on first use, not before
     for frames in (500, 1000, 1500, 2000):
-        callback(None, frames)
+        callback(frames)
     assert len(callback.history) == 2
     scalars_dir = tmp_path / "tdhook_rl" / "scalars"
     names = [k for k in callback.history[0] if k != "frames"]
@@ -48,13 +45,18 @@ def test_csv_by_name_writes_every_scalar_at_its_step(tmp_path):
     for name in names:
         expected = [(int(h["frames"]), h[name]) for h in callback.history]
         assert read_csv(scalars_dir / f"{name}.csv") == expected, name
+    # which readout each head explains, logged once as the logger's hyper-parameters
+    hparams = (tmp_path / "tdhook_rl" / "texts" / "hparams0.txt").read_text()
+    assert "attribution/policy/target: ActionLogProb('action')" in hparams
+    assert "attribution/method: Saliency(abs=False)" in hparams
+    assert not (tmp_path / "tdhook_rl" / "texts" / "hparams1.txt").exists()
 
 
 def test_a_logger_instance_is_used_as_given(tmp_path):
     logger = CSVLogger("mine", log_dir=str(tmp_path / "elsewhere"))
     callback = make_callback(tmp_path, logger=logger)
     assert callback.logger is logger
-    scalars = callback(None, 1000)
+    scalars = callback(1000)
     logged = read_csv(tmp_path / "elsewhere" / "mine" / "scalars" / "eval" / "return.csv")
     assert logged == [(1000, scalars["eval/return"])]
     assert not (tmp_path / "tdhook_rl").exists()
@@ -62,7 +64,7 @@ def test_a_logger_instance_is_used_as_given(tmp_path):
 
 def test_no_logger_logs_nothing_but_returns_and_keeps_the_scalars(tmp_path):
     callback = make_callback(tmp_path, logger=None)
-    scalars = callback(None, 1000)
+    scalars = callback(1000)
     assert callback.logger is None
     assert scalars["eval/return"] == callback.history[-1]["eval/return"]
     assert not any(tmp_path.iterdir())
@@ -85,7 +87,7 @@ def test_a_missing_backend_fails_at_construction_with_one_line(tmp_path, backend
 def test_tensorboard_by_name_writes_event_files(tmp_path):
     pytest.importorskip("tensorboard", reason="the `tensorboard` package is not installed")
     callback = make_callback(tmp_path, logger="tensorboard")
-    callback(None, 1000)
+    callback(1000)
     callback.logger.experiment.flush()
     assert list((tmp_path / "tdhook_rl").glob("events.out.tfevents.*"))
 

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from tdhook_rl.attribution import Saliency
-from tdhook_rl.callbacks import InterpretabilityCallback, evaluation
+from tdhook_rl.callbacks import (
+    AttributionSpec,
+    InterpretabilityCallback,
+    LogTo,
+    Schedule,
+    evaluation,
+)
 from tdhook_rl.targets import ActionLogProb
 
 from models import PointMassEnv, gaussian_actor
@@ -23,7 +29,9 @@ class FakeClock:
         return self.now
 
 
-def slow_callback(monkeypatch, eval_seconds: float, **kwargs) -> tuple[FakeClock, Any]:
+def slow_callback(
+    monkeypatch, eval_seconds: float, max_overhead, logger="csv", log_dir="."
+) -> tuple[FakeClock, Any]:
     """A callback on a fake clock whose evaluation rollouts take ``eval_seconds``."""
     clock = FakeClock()
     monkeypatch.setattr(evaluation, "time", types.SimpleNamespace(perf_counter=clock))
@@ -38,12 +46,9 @@ def slow_callback(monkeypatch, eval_seconds: float, **kwargs) -> tuple[FakeClock
     callback = InterpretabilityCallback(
         env,
         gaussian_actor(action_dim=1),
-        targets={"policy": ActionLogProb()},
-        method=Saliency(),
-        every_frames=1000,
-        eval_steps=10,
-        figures_every=0,
-        **kwargs,
+        AttributionSpec({"policy": ActionLogProb()}, method=Saliency()),
+        schedule=Schedule(every_frames=1000, eval_steps=10, max_overhead=max_overhead),
+        log=LogTo(logger, log_dir=log_dir, figures_every=0),
     )
     return clock, callback
 
@@ -61,7 +66,7 @@ def test_overhead_fraction_is_eval_seconds_over_wall_time_since_the_start(
     t0 = 5.0 if started else 0.0
     logged = []
     for frames in range(0, 3001, 500):
-        scalars = callback(None, frames)
+        scalars = callback(frames)
         if scalars is not None:
             logged.append((scalars["tdhook/eval_seconds"], scalars["tdhook/overhead_fraction"]))
         clock.now += 7.0  # a training iteration
@@ -86,7 +91,7 @@ def test_max_overhead_defers_evaluations_to_keep_the_cost_bounded(tmp_path, monk
         expected = callback.due(frames) and not (
             callback._cost > 0.25 * (clock.now - callback._clock)
         )
-        if callback(None, frames) is not None:
+        if callback(frames) is not None:
             evaluated.append(frames)
         assert (evaluated[-1:] == [frames]) == expected
         clock.now += 7.0
@@ -95,7 +100,5 @@ def test_max_overhead_defers_evaluations_to_keep_the_cost_bounded(tmp_path, monk
     elapsed = clock.now - callback._clock
     assert callback.overhead_fraction <= 0.25 + 30.0 / elapsed
     assert len(evaluated) < 40  # 40 would be due without the bound
-    with pytest.raises(ValueError, match="max_overhead"):
-        InterpretabilityCallback(
-            PointMassEnv(), gaussian_actor(action_dim=1), targets={}, max_overhead=1.5
-        )
+    with pytest.raises(ValueError, match=r"max_overhead must be in \(0, 1\) or None, got 1.5"):
+        Schedule(max_overhead=1.5)

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from tdhook_rl.attribution import Saliency
-from tdhook_rl.callbacks import InterpretabilityCallback, ProbeSpec
+from tdhook_rl.callbacks import (
+    AttributionSpec,
+    InterpretabilityCallback,
+    LogTo,
+    ProbeSpec,
+    Schedule,
+)
 from tdhook_rl.latent.splits import episode_split
 from tdhook_rl.targets import ActionLogProb
 
@@ -23,20 +29,20 @@ LABELS = {
 ALPHA = 3.0
 
 
-def make_callback(tmp_path, env=None, **kwargs):
-    args = dict(
-        targets={"policy": ActionLogProb()},
-        method=Saliency(abs=False),
-        every_frames=1000,
-        eval_steps=30,
-        probes=ProbeSpec(SITES, LABELS, held_out=0.25, alpha=ALPHA, seed=3),
-        log_dir=tmp_path,
-        max_overhead=None,  # exact firing frames: no time-based deferral
-        figures_every=0,
-    )
-    args.update(kwargs)
+PROBES = ProbeSpec(SITES, LABELS, held_out=0.25, alpha=ALPHA, seed=3)
+
+
+def make_callback(tmp_path, env=None, eval_steps=30, probes=PROBES, logger="csv"):
     env = env if env is not None else PointMassEnv(batch_size=(4,))
-    return InterpretabilityCallback(env, gaussian_actor(action_dim=1), **args)
+    return InterpretabilityCallback(
+        env,
+        gaussian_actor(action_dim=1),
+        AttributionSpec({"policy": ActionLogProb()}, method=Saliency(abs=False)),
+        # exact firing frames: no time-based deferral
+        schedule=Schedule(every_frames=1000, eval_steps=eval_steps, max_overhead=None),
+        probes=probes,
+        log=LogTo(logger, log_dir=tmp_path, figures_every=0),
+    )
 
 
 def slow_ridge_r2(x, y, train, test, alpha):
@@ -70,7 +76,7 @@ def test_logged_r2_equals_a_slow_closed_form_ridge_on_the_same_split(tmp_path):
     actor = callback.module
     fired, expected = [], {}
     for frames in (0, 500, 999, 1000, 1500, 2100, 2500, 3000):
-        scalars = callback(None, frames)
+        scalars = callback(frames)
         if scalars is None:
             continue
         fired.append(frames)
@@ -110,7 +116,7 @@ def test_logged_r2_equals_a_slow_closed_form_ridge_on_the_same_split(tmp_path):
 def test_a_rollout_with_one_episode_skips_the_probes_with_a_warning(tmp_path):
     callback = make_callback(tmp_path, env=PointMassEnv(), eval_steps=3, logger=None)
     with pytest.warns(RuntimeWarning, match="at least 2 episodes"):
-        scalars = callback(None, 1000)
+        scalars = callback(1000)
     assert "eval/return" in scalars
     assert not any(k.startswith("probe/") for k in scalars)
     assert callback.last_probes is None
@@ -120,12 +126,14 @@ def test_probe_config_errors_are_raised_at_construction(tmp_path):
     with pytest.raises(ValueError, match="nearest valid sites"):
         make_callback(tmp_path, probes=ProbeSpec({"h": "module.0.module.0.9"}, LABELS))
     with pytest.raises(
-        ValueError, match="do not match the env's specs: label 'cart' reads key 'qpos'"
+        ValueError,
+        match=r"labels do not match the rollout: label 'cart' reads key 'qpos', which is "
+        r"missing; the TensorDict holds \[.*'observation'",
     ):
         make_callback(tmp_path, probes=ProbeSpec(SITES, {"cart": ("qpos", 0)}))
     with pytest.raises(ValueError, match="index \\(99,\\) is out of range"):
         make_callback(tmp_path, probes=ProbeSpec(SITES, {"x": ("observation", 99)}))
-    with pytest.raises(TypeError, match="must be a ProbeSpec"):
+    with pytest.raises(TypeError, match="probes must be a ProbeSpec, got dict"):
         make_callback(tmp_path, probes={"x": ("observation", 0)})
     with pytest.raises(TypeError, match="is a tensor"):
         ProbeSpec(SITES, {"x": torch.zeros(3)})
