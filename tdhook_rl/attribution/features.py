@@ -158,9 +158,10 @@ def feature_groups(
             return _spatial(shape, f"{names[0]} ")
         if len(shape) >= 2 and len(names) == shape[0]:
             return FeatureGroups(names, "leading", shape)
+        leading = f" or one per index of its first dimension ({shape[0]})" if len(shape) > 1 else ""
         raise ValueError(
             f"{len(names)} feature names for an input of shape {shape}: give one per feature "
-            f"({numel}) or one per index of its first dimension ({shape[0] if shape else 1})"
+            f"({numel}){leading}"
         )
     if numel <= max_rows:
         return FeatureGroups([f"f{i}" for i in range(numel)], "feature", shape)

@@ -15,10 +15,12 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from tdhook_rl.attributed import Attributed
 from tdhook_rl.attribution.features import FeatureGroups, feature_groups
 from tdhook_rl.callbacks.options import AttributionSpec, Interventions, ProbeSpec
 from tdhook_rl.core.keys import held_keys, key_tuple
 from tdhook_rl.latent.intervened import Intervened
+from tdhook_rl.latent.recorded import Recorded
 from tdhook_rl.latent.splits import labels_from
 from tdhook_rl.targets import FromCallable, as_target
 
@@ -29,15 +31,30 @@ __all__ = [
     "dry_call",
     "heads_description",
     "input_groups",
+    "wrap",
 ]
 
 PREFIX = "InterpretabilityCallback"
 
 
+def wrap(
+    module: TensorDictModuleBase, spec: AttributionSpec, probes: ProbeSpec | None
+) -> tuple[Attributed, TensorDictModuleBase]:
+    """``Attributed(module, ...)`` (inside ``Recorded`` with probes), as every evaluation
+    calls it; a target the module cannot compute, an input it does not read or an unknown
+    site fails here, with the callback named."""
+    try:
+        explained = Attributed(module, spec.method, inputs=list(spec.inputs), targets=spec.targets)
+        return explained, Recorded(explained, probes.sites) if probes is not None else explained
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"{PREFIX}: {err}") from err
+
+
 def dry_call(env: EnvBase, explained: TensorDictModuleBase, module: Any) -> TensorDictBase:
     """``explained(env.reset())`` as the evaluation will call it (deterministic actions, no
-    grad); a failure is re-raised naming the reset keys and what the module writes."""
+    grad); a failure is re-raised naming what the reset gives and what the module writes."""
     td = env.reset()
+    gives = held_keys(td)
     writes = list(getattr(module, "out_keys", []))
     try:
         with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
@@ -46,10 +63,9 @@ def dry_call(env: EnvBase, explained: TensorDictModuleBase, module: Any) -> Tens
         message = err.args[0] if err.args else repr(err)
         raise KeyError(
             f"{PREFIX}: one call of the explained module on env.reset() failed: {message}. "
-            f"The reset TensorDict holds {held_keys(td)}; the module writes {writes}. A "
-            "target must be something the module computes: pass the module that computes "
-            "every head (e.g. the actor-critic, TensorDictSequential(actor, critic)), or "
-            "drop the head."
+            f"The module writes {writes}; env.reset() gives {gives}. A target must be "
+            "something the module computes: pass the module that computes every head (e.g. "
+            "the actor-critic, TensorDictSequential(actor, critic)), or drop the head."
         ) from err
     except (ValueError, TypeError, IndexError, RuntimeError) as err:
         raise ValueError(

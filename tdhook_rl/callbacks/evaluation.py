@@ -16,13 +16,13 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import Logger
 
-from tdhook_rl.attributed import Attributed
 from tdhook_rl.callbacks.checks import (
     check_interventions,
     check_labels,
     dry_call,
     heads_description,
     input_groups,
+    wrap,
 )
 from tdhook_rl.callbacks.options import (
     EXPERIMENT,
@@ -35,7 +35,6 @@ from tdhook_rl.callbacks.options import (
 from tdhook_rl.callbacks.scalars import episode_scalars, head_shares, scalar_name, slug
 from tdhook_rl.evaluate import intervention_effect
 from tdhook_rl.latent.probes import ProbeResults, fit_probes
-from tdhook_rl.latent.recorded import Recorded
 from tdhook_rl.report.scalars import LOGGER_BACKENDS
 from tdhook_rl.targets import ActionLogProb, as_targets
 
@@ -177,12 +176,9 @@ class InterpretabilityCallback:
         self.deferred = 0  # calls at which a due evaluation was put off by max_overhead
         # the one wrapper every evaluation uses (it shares the module's parameters)
         self._specs = as_targets(attribution.targets)  # as given, unbound
-        self.explained: TensorDictModuleBase = Attributed(
-            module, attribution.method, inputs=list(attribution.inputs), targets=self._specs
-        )
-        self.targets = cast("Attributed", self.explained).targets
-        if probes is not None:  # records the real forward, not the attribution passes
-            self.explained = Recorded(self.explained, probes.sites)
+        # Recorded (with probes) records the real forward, not the attribution passes
+        attributed, self.explained = wrap(module, attribution, probes)
+        self.targets = attributed.targets  # bound to the module
         if interventions is not None:
             check_interventions(interventions, module)
         checked = dry_call(env, self.explained, module)

@@ -1,14 +1,10 @@
-"""Building blocks shared by every tdhook_rl wrapper: keys, grad modes, transparent wrapping;
-sites (:mod:`tdhook_rl.core.sites`) and interception (:mod:`tdhook_rl.core.intercept`)."""
+"""Building blocks shared by every tdhook_rl wrapper, one concept a module: keys
+(:mod:`~tdhook_rl.core.keys`), grad modes (:mod:`~tdhook_rl.core.grad_mode`), transparent
+wrapping (:mod:`~tdhook_rl.core.wrapper`), sites (:mod:`~tdhook_rl.core.sites`), interception
+(:mod:`~tdhook_rl.core.intercept`), tensors inside ``vmap`` (:mod:`~tdhook_rl.core.vmap`) and
+the logger registry (:mod:`~tdhook_rl.core.loggers`).
 
-from tdhook_rl.core.grad_mode import gradients_enabled, inside_functional_transform
-from tdhook_rl.core.keys import as_key, key_tuple
-from tdhook_rl.core.wrapper import TransparentWrapper
-
-__all__ = [
-    "TransparentWrapper",
-    "as_key",
-    "gradients_enabled",
-    "inside_functional_transform",
-    "key_tuple",
-]
+Each name is imported from its own module (``from tdhook_rl.core.keys import as_key``); this
+package re-exports nothing, so importing the torch-free ones (the logger registry, for the
+command's ``--help``) loads no torch.
+"""

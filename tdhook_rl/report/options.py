@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tdhook_rl.report.scalars import LOGGERS
+from tdhook_rl.core.loggers import LOGGERS
 
 __all__ = [
     "DEVICES",

@@ -12,38 +12,15 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
+
+from tdhook_rl.core.loggers import LOGGER_BACKENDS, LOGGERS
 
 __all__ = [
-    "LOGGERS",
-    "LOGGER_BACKENDS",
-    "LoggerBackend",
     "log_summary",
     "require_logger",
     "summary_scalars",
 ]
-
-
-class LoggerBackend(NamedTuple):
-    """A TorchRL logger that tdhook_rl builds by name."""
-
-    cls: str
-    """its class in ``torchrl.record.loggers``"""
-    package: str | None
-    """the package it needs beyond torchrl, ``None`` if none"""
-    local: bool
-    """it only writes files (no account, no server): the command offers it"""
-
-
-#: the one registry of logger names, for the command and for
-#: :class:`~tdhook_rl.callbacks.InterpretabilityCallback`
-LOGGER_BACKENDS: dict[str, LoggerBackend] = {
-    "csv": LoggerBackend("CSVLogger", None, local=True),
-    "tensorboard": LoggerBackend("TensorboardLogger", "tensorboard", local=True),
-    "wandb": LoggerBackend("WandbLogger", "wandb", local=False),
-}
-#: the ``--logger`` choices of the command and of the report writer ("none": no logger)
-LOGGERS: tuple[str, ...] = ("none", *(n for n, b in LOGGER_BACKENDS.items() if b.local))
 
 
 def require_logger(kind: str | None) -> None:

@@ -141,3 +141,17 @@ def test_probe_config_errors_are_raised_at_construction(tmp_path):
         ProbeSpec(SITES, LABELS, held_out=1.0)
     with pytest.raises(ValueError, match="sites is empty"):
         ProbeSpec({}, LABELS)
+
+
+def test_labels_are_checked_against_what_the_policy_writes_and_the_env_gives(tmp_path):
+    # a rollout holds the policy's own outputs (the loc) and the next step's entries: both
+    # are labels, checked on the dry call's output, not on the env's specs alone
+    labels = {"loc": ("loc", 0), "reward": ("next", "reward"), "x": lambda td: td["nope"]}
+    callback = make_callback(tmp_path, probes=ProbeSpec(SITES, labels), logger=None)
+    assert callback.probes.labels == labels  # a callable is not called before a rollout
+    with pytest.raises(
+        TypeError, match=r"label 'x' is ActionLogProb\(\), which reads the module; a label is"
+    ):
+        ProbeSpec(SITES, {"x": ActionLogProb()})
+    with pytest.raises(ValueError, match=r"label 'y' reads key \('next', 'qpos'\), which is"):
+        make_callback(tmp_path, probes=ProbeSpec(SITES, {"y": (("next", "qpos"), 0)}))

@@ -11,7 +11,13 @@ from torchrl.record.loggers import CSVLogger
 from torchrl.trainers import Trainer
 
 from tdhook_rl.attribution import Saliency
-from tdhook_rl.callbacks import InterpretabilityCallback
+from tdhook_rl.callbacks import (
+    AttributionSpec,
+    InterpretabilityCallback,
+    Interventions,
+    LogTo,
+    Schedule,
+)
 from tdhook_rl.interventions import Ablate
 from tdhook_rl.targets import ActionLogProb
 
@@ -20,29 +26,26 @@ from models import OBS, PointMassEnv, gaussian_actor
 NAMES = [f"x{i}" for i in range(OBS)]
 
 
-def make_callback(tmp_path, **kwargs):
-    args = dict(
-        targets={"policy": ActionLogProb()},
-        method=Saliency(abs=False),
-        every_frames=1000,
-        eval_steps=25,
-        feature_names=NAMES,
-        log_dir=tmp_path,
-        max_overhead=None,  # exact firing frames: no time-based deferral
-        figures_every=1,
+def make_callback(tmp_path, interventions=None):
+    return InterpretabilityCallback(
+        PointMassEnv(),
+        gaussian_actor(action_dim=1),
+        AttributionSpec(
+            {"policy": ActionLogProb()}, method=Saliency(abs=False), feature_names=NAMES
+        ),
+        # exact firing frames: no time-based deferral
+        schedule=Schedule(every_frames=1000, eval_steps=25, max_overhead=None),
+        interventions=interventions,
+        log=LogTo("csv", log_dir=tmp_path, figures_every=1),
     )
-    args.update(kwargs)
-    return InterpretabilityCallback(PointMassEnv(), gaussian_actor(action_dim=1), **args)
 
 
 def test_fires_at_the_right_frames_and_logs_the_expected_keys(tmp_path):
     callback = make_callback(
-        tmp_path,
-        interventions={"all units": {"module.0.module.0.1": Ablate()}},
-        intervention_episodes=2,
+        tmp_path, Interventions({"all units": {"module.0.module.0.1": Ablate()}}, episodes=2)
     )
     fired = [
-        f for f in (0, 500, 999, 1000, 1500, 2100, 2500, 3000) if callback(None, f) is not None
+        f for f in (0, 500, 999, 1000, 1500, 2100, 2500, 3000) if callback(f) is not None
     ]
     assert fired == [1000, 2100, 3000]
     scalars = callback.history[-1]
@@ -82,12 +85,9 @@ def test_registered_on_a_torchrl_trainer(tmp_path):
     callback = InterpretabilityCallback(
         PointMassEnv(),
         actor,
-        targets={"policy": ActionLogProb()},
-        every_frames=400,
-        eval_steps=20,
-        log_dir=tmp_path,
-        max_overhead=None,  # exact firing frames: no time-based deferral
-        figures_every=0,
+        AttributionSpec({"policy": ActionLogProb()}),
+        schedule=Schedule(every_frames=400, eval_steps=20, max_overhead=None),
+        log=LogTo("csv", log_dir=tmp_path, figures_every=0),
     )
     callback.register(trainer)
     trainer.train()
