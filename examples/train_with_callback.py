@@ -8,8 +8,11 @@ budget is shorter. Every ``--every-frames`` frames the callback runs one evaluat
 - ``eval/return``: the deterministic policy's mean return over the episodes that end inside
   the evaluation rollout (``--eval-steps`` steps per copy);
 - ``attribution/{policy,value}/<feature>``: each observation feature's share of the
-  integrated-gradients attribution of the policy (log-probability of the action) and of the
-  value head;
+  integrated-gradients attribution of the policy and of the value head. The policy head is
+  the action distribution's location (``ActionLoc()``): the evaluation acts
+  deterministically, and the mode's log-probability has a zero gradient for this actor's
+  state-independent scale (the callback would flag that head as rounding noise,
+  ``attribution/policy/rounding_level = 1``, and log no shares for it);
 - ``probe/actor_h{1,2}/<label>/r2``: held-out R^2 of ridge probes from the actor's hidden
   layers to the simulator state (cart position, hinge angles and velocities, tip height);
 - ``intervention/actor_h2_half_ablated/return_change``: what zeroing half of the actor's
@@ -41,12 +44,19 @@ from torchrl.objectives.value import GAE
 
 from tdhook_rl.agents.double_pendulum import train
 from tdhook_rl.agents.double_pendulum.model import build_agent
-from tdhook_rl.callbacks import InterpretabilityCallback, ProbeSpec
-from tdhook_rl.callbacks.evaluation import EXPERIMENT
+from tdhook_rl.callbacks import (
+    AttributionSpec,
+    InterpretabilityCallback,
+    Interventions,
+    LogTo,
+    ProbeSpec,
+    Schedule,
+)
+from tdhook_rl.callbacks.options import EXPERIMENT
 from tdhook_rl.envs.double_pendulum import FEATURE_NAMES, make_double_pendulum
 from tdhook_rl.interventions import Ablate
 from tdhook_rl.report.double_pendulum import LABELS, hidden_sites
-from tdhook_rl.targets import ActionLogProb
+from tdhook_rl.targets import ActionLoc
 
 EVAL_ENVS = 4
 
@@ -93,19 +103,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         callback = InterpretabilityCallback(
             eval_env,
-            agent.actor_critic,
-            targets={"policy": ActionLogProb(), "value": "state_value"},
-            every_frames=args.every_frames,
-            eval_steps=args.eval_steps,
-            feature_names=FEATURE_NAMES,
+            agent.actor_critic,  # computes both heads
+            AttributionSpec(
+                {"policy": ActionLoc(), "value": "state_value"}, feature_names=FEATURE_NAMES
+            ),
+            schedule=Schedule(every_frames=args.every_frames, eval_steps=args.eval_steps),
             probes=ProbeSpec({f"actor_h{i + 1}": s for i, s in enumerate(actor_sites)}, LABELS),
-            interventions={
-                "actor_h2_half_ablated": {actor_sites[-1]: Ablate(units=range(half_units))}
-            },
-            intervention_episodes=EVAL_ENVS,
-            logger=args.logger,
-            log_dir=args.log_dir,
-            figures_every=args.figures_every,
+            interventions=Interventions(
+                {"actor_h2_half_ablated": {actor_sites[-1]: Ablate(units=range(half_units))}},
+                episodes=EVAL_ENVS,
+            ),
+            log=LogTo(args.logger, log_dir=args.log_dir, figures_every=args.figures_every),
         )
     except ImportError as err:  # e.g. --logger tensorboard without tensorboard
         raise SystemExit(str(err)) from err
@@ -168,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for norm in norms:  # the evaluation env sees what the policy now expects
             norm.loc.copy_(loc)
             norm.scale.copy_(scale)
-        scalars = callback(agent.actor_critic, frames)
+        scalars = callback(frames)
         if scalars is not None:
             print(
                 f"{frames:>7} frames  {time.perf_counter() - start:6.1f} s  "

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
     from tdhook_rl import attribution, evaluate, interventions, probes, targets
     from tdhook_rl.attributed import Attributed
     from tdhook_rl.core.sites import KeySite, ModuleSite, TypeSite, of_type
+    from tdhook_rl.latent.attribution_patching import attribution_patching
     from tdhook_rl.latent.intervened import Intervened, get, intervene, set
     from tdhook_rl.latent.patching import activation_patching
     from tdhook_rl.latent.recorded import Recorded
@@ -42,6 +43,7 @@ _LAZY: dict[str, str] = {
     "TypeSite": "tdhook_rl.core.sites",
     "of_type": "tdhook_rl.core.sites",
     "activation_patching": "tdhook_rl.latent.patching",
+    "attribution_patching": "tdhook_rl.latent.attribution_patching",
     "get": "tdhook_rl.latent.intervened",
     "intervene": "tdhook_rl.latent.intervened",
     "set": "tdhook_rl.latent.intervened",
@@ -73,6 +75,7 @@ __all__ = [
     "__version__",
     "activation_patching",
     "attribution",
+    "attribution_patching",
     "evaluate",
     "get",
     "intervene",

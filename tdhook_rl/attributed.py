@@ -303,15 +303,40 @@ class Attributed(TransparentWrapper):
         return values
 
     def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
-        if not self.attributing():
+        if inside_functional_transform():  # e.g. GAE's vmap over the critic
             return self._excluded(self.wrapped(tensordict, *args, **kwargs))
+        prepared = self._prepare(tensordict)  # before the module writes into ``tensordict``
+        out = self.wrapped(tensordict, *args, **kwargs)
+        if prepared is not None:
+            self._attribute(*prepared, out, tensordict.batch_size)
+        return self._excluded(out)
+
+    # Under torch.compile both halves of the pass run eagerly and only the module's forward
+    # is compiled: traced, the pass splits into many graphs around autograd.grad, each
+    # compiled and recompiled (benchmarks/compile_cost.py measures it).
+    @torch.compiler.disable
+    def _prepare(
+        self, tensordict: TensorDictBase
+    ) -> tuple[dict[NestedKey, torch.Tensor], TensorDictBase] | None:
+        """The inputs (checked) and the module's other inputs, or None when switched off."""
+        if not self.enabled or ATTRIBUTION.is_off(self):
+            return None
         inputs = self._checked_inputs(tensordict)
         context_keys = [k for k in self.in_keys if k not in self.inputs]
         context_keys += [k for k in self.method.context_keys if k not in context_keys]
-        context = tensordict.select(*context_keys, strict=False)
-        out = self.wrapped(tensordict, *args, **kwargs)
+        return inputs, tensordict.select(*context_keys, strict=False)
+
+    @torch.compiler.disable
+    def _attribute(
+        self,
+        inputs: dict[NestedKey, torch.Tensor],
+        context: TensorDictBase,
+        out: TensorDictBase,
+        batch: torch.Size,
+    ) -> None:
+        """Runs the attribution pass and writes its results into ``out``."""
         reference_keys = [k for t in self.targets.values() for k in t.reference_keys]
-        samples, inner = self._sample_split(tensordict.batch_size)
+        samples, inner = self._sample_split(batch)
         with gradients_enabled():
             # clones turn inference tensors into ordinary ones and keep the caller's untouched
             context = context.detach().clone()
@@ -331,13 +356,9 @@ class Attributed(TransparentWrapper):
                 delta = result.delta[i].detach()
                 out.set(
                     (*root, name, DELTA_KEY),
-                    delta.reshape(*samples, *[1] * len(inner)).expand(tensordict.batch_size)
-                    if inner
-                    else delta,
+                    delta.reshape(*samples, *[1] * len(inner)).expand(batch) if inner else delta,
                 )
-            flag = torch.ones(tensordict.batch_size, dtype=torch.bool, device=device)
-            out.set((*root, name, VALID_KEY), flag)
-        return self._excluded(out)
+            out.set((*root, name, VALID_KEY), torch.ones(batch, dtype=torch.bool, device=device))
 
     def _excluded(self, out: TensorDictBase) -> TensorDictBase:
         if self.exclude_outputs:  # in place: the collector keeps the TensorDict it passed in

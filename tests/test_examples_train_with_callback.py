@@ -41,12 +41,17 @@ def test_the_example_logs_training_and_interpretability_scalars(tmp_path, capsys
         "intervention/actor_h2_half_ablated/return_change",
     ]
     expected += [f"attribution/{head}/{f}" for head in ("policy", "value") for f in FEATURE_NAMES]
+    expected += ["attribution/policy/rounding_level", "attribution/value/rounding_level"]
     expected += [f"probe/actor_h{i}/{label}/r2" for i in (1, 2) for label in LABELS]
     for name in expected:
         rows = read_csv(scalars / f"{name}.csv")
         assert rows and rows[-1][0] == 2048, name
     shares = [read_csv(scalars / f"attribution/policy/{f}.csv")[0][1] for f in FEATURE_NAMES]
     assert sum(shares) == pytest.approx(1.0, abs=1e-5)
+    # the policy head is the action distribution's location: a measurement, not rounding
+    assert read_csv(scalars / "attribution/policy/rounding_level.csv") == [(2048, 0.0)]
+    hparams = (tmp_path / "tdhook_rl" / "texts" / "hparams0.txt").read_text()
+    assert "attribution/policy/target: ActionLoc('loc')" in hparams
     fraction = read_csv(scalars / "tdhook/overhead_fraction.csv")[0][1]
     assert 0.0 < fraction < 1.0
     pngs = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))

@@ -17,7 +17,14 @@ from torchrl.modules import MultiAgentMLP, ProbabilisticActor, TanhNormal
 
 import tdhook_rl as thr
 from tdhook_rl.attribution import IntegratedGradients
-from tdhook_rl.callbacks import InterpretabilityCallback, ProbeSpec
+from tdhook_rl.callbacks import (
+    AttributionSpec,
+    InterpretabilityCallback,
+    Interventions,
+    LogTo,
+    ProbeSpec,
+    Schedule,
+)
 from tdhook_rl.evaluate import intervention_effect
 from tdhook_rl.interventions import Ablate, Patch
 from tdhook_rl.targets import ActionLogProb, Index
@@ -304,31 +311,33 @@ def test_callback_and_intervention_effect_on_a_multi_agent_env(tmp_path):
     callback = InterpretabilityCallback(
         env,
         actor_critic,
-        targets=targets(),
-        inputs=[OBS_KEY],
-        every_frames=100,
-        eval_steps=4 * env.max_steps,  # four episodes (probes hold some out)
+        AttributionSpec(targets(), inputs=[OBS_KEY]),
+        # four episodes (probes hold some out)
+        schedule=Schedule(every_frames=100, eval_steps=4 * env.max_steps, max_overhead=None),
         probes=ProbeSpec(
             {"h1": f"module.0.{site}"}, {"position 0": ((*OBS_KEY,), (0, 0))}, held_out=0.5
         ),
-        interventions={"ablate h1": {f"module.0.{site}": Ablate()}},
-        intervention_episodes=3,
-        logger="csv",
-        log_dir=tmp_path,
-        max_overhead=None,
+        interventions=Interventions({"ablate h1": {f"module.0.{site}": Ablate()}}, episodes=3),
+        log=LogTo("csv", log_dir=tmp_path),
     )
     env.set_seed(7)
-    scalars = callback(actor_critic, 100)
+    scalars = callback(100)
     rollout = callback.last_rollout
     # four episodes of max_steps: the return is the agents' mean return, per episode
     want = float(rollout["next", "agents", "reward"].squeeze(-1).sum(0).mean()) / 4
     assert scalars["eval/return"] == pytest.approx(want)
     assert scalars["eval/episode_length"] == env.max_steps
-    for head in ("policy_0", "value_2"):
-        shares = [scalars[f"attribution/{head}/f{i}"] for i in range(N_AGENTS * OBS)]
+    for head in ("policy_0", "value_2"):  # one scalar per agent and feature
+        shares = [
+            scalars[f"attribution/{head}/agent{a}/f{i}"]
+            for a in range(N_AGENTS)
+            for i in range(OBS)
+        ]
         assert sum(shares) == pytest.approx(1.0)
-    # agent 1's policy reads only agent 1's observation (features 3-5 of the flattened agents)
-    assert sum(scalars[f"attribution/policy_1/f{i}"] for i in range(3, 6)) == pytest.approx(1.0)
+    # agent 1's policy reads only agent 1's observation
+    assert sum(scalars[f"attribution/policy_1/agent1/f{i}"] for i in range(OBS)) == pytest.approx(
+        1.0
+    )
     assert "probe/h1/position_0/r2" in scalars
     figures = sorted(p.name.split("_0")[0] for p in (tmp_path / "figures").glob("*.png"))
     assert figures == ["attribution_over_time", "feature_shares", "probe_r2"]

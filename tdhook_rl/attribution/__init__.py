@@ -1,17 +1,26 @@
 """Attribution methods. Each file holds one method; all share :mod:`.engine`.
 
 Methods can be given to :class:`tdhook_rl.Attributed` as instances or by name:
-``"saliency"``, ``"input_x_gradient"``, ``"integrated_gradients"`` (``"ig"``), ``"smoothgrad"``.
+``"saliency"``, ``"input_x_gradient"``, ``"integrated_gradients"`` (``"ig"``), ``"smoothgrad"``,
+and the perturbation methods (no gradients) ``"feature_ablation"``, ``"exact_shapley"``,
+``"shapley_value_sampling"``, ``"kernel_shap"``, ``"lime"``, ``"perturbation_saliency"``
+(``Occlusion`` needs its window: pass an instance).
 """
 
 from __future__ import annotations
 
 from tdhook_rl.attribution.base import AttributionMethod, AttributionResult
 from tdhook_rl.attribution.engine import GradientEngine
+from tdhook_rl.attribution.feature_ablation import FeatureAblation
 from tdhook_rl.attribution.input_x_gradient import InputXGradient
 from tdhook_rl.attribution.integrated_gradients import IntegratedGradients
+from tdhook_rl.attribution.kernel_shap import KernelShap
+from tdhook_rl.attribution.lime import Lime
+from tdhook_rl.attribution.occlusion import Occlusion
+from tdhook_rl.attribution.perturbation_saliency import PerturbationSaliency
 from tdhook_rl.attribution.quadrature import RULES, quadrature
 from tdhook_rl.attribution.saliency import Saliency
+from tdhook_rl.attribution.shapley import ExactShapley, ShapleyValueSampling
 from tdhook_rl.attribution.smoothgrad import SmoothGrad
 
 METHODS: dict[str, type[AttributionMethod]] = {
@@ -20,6 +29,12 @@ METHODS: dict[str, type[AttributionMethod]] = {
     "integrated_gradients": IntegratedGradients,
     "ig": IntegratedGradients,
     "smoothgrad": SmoothGrad,
+    "feature_ablation": FeatureAblation,
+    "exact_shapley": ExactShapley,
+    "shapley_value_sampling": ShapleyValueSampling,
+    "kernel_shap": KernelShap,
+    "lime": Lime,
+    "perturbation_saliency": PerturbationSaliency,
 }
 
 
@@ -49,10 +64,17 @@ __all__ = [
     "RULES",
     "AttributionMethod",
     "AttributionResult",
+    "ExactShapley",
+    "FeatureAblation",
     "GradientEngine",
     "InputXGradient",
     "IntegratedGradients",
+    "KernelShap",
+    "Lime",
+    "Occlusion",
+    "PerturbationSaliency",
     "Saliency",
+    "ShapleyValueSampling",
     "SmoothGrad",
     "quadrature",
     "resolve_method",

@@ -7,7 +7,7 @@ for a missing key) that names what is wrong and what exists."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tensordict import NestedKey, TensorDictBase
@@ -16,6 +16,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from tdhook_rl.attributed import Attributed
+from tdhook_rl.attribution import AttributionMethod
 from tdhook_rl.attribution.features import FeatureGroups, feature_groups
 from tdhook_rl.callbacks.options import AttributionSpec, Interventions, ProbeSpec
 from tdhook_rl.core.keys import held_keys, key_tuple
@@ -44,7 +45,8 @@ def wrap(
     calls it; a target the module cannot compute, an input it does not read or an unknown
     site fails here, with the callback named."""
     try:
-        explained = Attributed(module, spec.method, inputs=list(spec.inputs), targets=spec.targets)
+        method = cast("AttributionMethod", spec.method)  # resolved by AttributionSpec
+        explained = Attributed(module, method, inputs=list(spec.inputs), targets=spec.targets)
         return explained, Recorded(explained, probes.sites) if probes is not None else explained
     except (ValueError, TypeError) as err:
         raise type(err)(f"{PREFIX}: {err}") from err

@@ -3,6 +3,7 @@ of hidden layers and interventions, log scalars through a TorchRL logger and sav
 
 from __future__ import annotations
 
+import operator
 import time
 import warnings
 from collections.abc import Mapping
@@ -31,11 +32,12 @@ from tdhook_rl.callbacks.options import (
     LogTo,
     ProbeSpec,
     Schedule,
+    check_option,
 )
 from tdhook_rl.callbacks.scalars import episode_scalars, head_shares, scalar_name, slug
+from tdhook_rl.core.loggers import LOGGER_BACKENDS
 from tdhook_rl.evaluate import intervention_effect
 from tdhook_rl.latent.probes import ProbeResults, fit_probes
-from tdhook_rl.report.scalars import LOGGER_BACKENDS
 from tdhook_rl.targets import ActionLogProb, as_targets
 
 __all__ = ["EXPERIMENT", "InterpretabilityCallback"]
@@ -91,8 +93,7 @@ class InterpretabilityCallback:
     (3 runs; 2 evaluations of 4.4-10.7 s each, the first one paying for imports, in 93-112 s
     of wall time; one torch thread on 2 CPU cores shared with other jobs); at
     ``--every-frames 25000 --figures-every 1`` (4 evaluations) at 20-21% (see
-    ``examples/train_with_callback.py``). Most of an evaluation is the attributed rollout and
-    the ablation's paired episodes; fewer steps or a longer period cost proportionally less.
+    ``examples/train_with_callback.py``). Fewer steps or a longer period cost less.
 
     Use it from a plain loop as ``callback(frames)`` (``frames`` = frames collected so far;
     the module shares the trained parameters, so it explains the current agent), or on a
@@ -154,18 +155,11 @@ class InterpretabilityCallback:
         interventions: Interventions | None = None,
         log: LogTo | None = None,
     ) -> None:
-        for name, value, cls in (
-            ("attribution", attribution, AttributionSpec),
-            ("schedule", schedule, Schedule),
-            ("probes", probes, ProbeSpec),
-            ("interventions", interventions, Interventions),
-            ("log", log, LogTo),
-        ):
-            if value is not None and not isinstance(value, cls):
-                raise TypeError(
-                    f"{name} must be a {cls.__name__}, got {type(value).__name__}: e.g. "
-                    f"{_EXAMPLES[name]}"
-                )
+        check_option("attribution", attribution, AttributionSpec, required=True)
+        check_option("schedule", schedule, Schedule)
+        check_option("probes", probes, ProbeSpec)
+        check_option("interventions", interventions, Interventions)
+        check_option("log", log, LogTo)
         self.env = env
         self.module = module
         self.attribution = attribution
@@ -174,9 +168,8 @@ class InterpretabilityCallback:
         self.interventions = interventions
         self.log = log if log is not None else LogTo()
         self.deferred = 0  # calls at which a due evaluation was put off by max_overhead
-        # the one wrapper every evaluation uses (it shares the module's parameters)
         self._specs = as_targets(attribution.targets)  # as given, unbound
-        # Recorded (with probes) records the real forward, not the attribution passes
+        # the one wrapper every evaluation calls: Attributed, in Recorded with probes
         attributed, self.explained = wrap(module, attribution, probes)
         self.targets = attributed.targets  # bound to the module
         if interventions is not None:
@@ -215,12 +208,7 @@ class InterpretabilityCallback:
 
     def __call__(self, frames: int, *, force: bool = False) -> dict[str, float] | None:
         """Evaluates if due (or ``force``); logs and returns the scalars, else ``None``."""
-        if isinstance(frames, bool) or not isinstance(frames, int):
-            raise TypeError(
-                f"call the callback with the frames collected so far, callback(frames), got "
-                f"{type(frames).__name__}; it explains the module it was built with"
-                + (" (pass that module at construction)" if isinstance(frames, nn.Module) else "")
-            )
+        frames = _as_frames(frames)
         self.start()
         if not (force or self.due(frames)):
             return None
@@ -352,8 +340,7 @@ class InterpretabilityCallback:
             return {}
         self.last_probes = results
         return {
-            scalar_name("probe", row["site"], row["label"], "r2"): row["r2"]
-            for row in results.rows
+            scalar_name("probe", row["site"], row["label"], "r2"): row["r2"] for row in results.rows
         }
 
     def _intervention_scalars(self, spec: Interventions) -> dict[str, float]:
@@ -398,10 +385,15 @@ class InterpretabilityCallback:
         return self.evaluate(frames)
 
 
-_EXAMPLES = {
-    "attribution": "AttributionSpec({'policy': ActionLoc(), 'value': 'state_value'})",
-    "schedule": "Schedule(every_frames=50_000, eval_steps=500)",
-    "probes": "ProbeSpec({'h1': 'module.0.1'}, {'x': ('observation', 0)})",
-    "interventions": "Interventions({'h1 off': {'module.0.1': Ablate()}}, episodes=4)",
-    "log": "LogTo('csv', log_dir='runs')",
-}
+def _as_frames(frames: Any) -> int:
+    """``frames`` as an int (a numpy or 0-d torch integer is fine), else a ``TypeError``."""
+    if not isinstance(frames, bool):
+        try:
+            return operator.index(frames)
+        except TypeError:
+            pass
+    hint = " (pass that module at construction)" if isinstance(frames, nn.Module) else ""
+    raise TypeError(
+        "call the callback with the frames collected so far, callback(frames), got "
+        f"{type(frames).__name__}; it explains the module it was built with{hint}"
+    )

@@ -4,6 +4,7 @@ layer, and spatial maps of image-like inputs, saved as PNGs under ``log_dir/figu
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tensordict import TensorDictBase
@@ -20,7 +21,7 @@ def save_figures(callback: InterpretabilityCallback, rollout: TensorDictBase, fr
 
     from tdhook_rl import viz
 
-    folder = callback.log.log_dir / "figures"
+    folder = Path(callback.log.log_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     trajectory = rollout.reshape(-1, rollout.shape[-1])[0] if rollout.batch_dims > 1 else rollout
     input_key = callback.attribution.inputs[0]

@@ -17,10 +17,10 @@ from tensordict import NestedKey
 from torchrl.record.loggers import Logger
 
 from tdhook_rl.attribution import AttributionMethod, IntegratedGradients, resolve_method
+from tdhook_rl.core.loggers import LOGGER_BACKENDS
 from tdhook_rl.core.sites import SiteSpec
 from tdhook_rl.core.sites import site_name as _site_name
 from tdhook_rl.latent.splits import LabelSpec, check_held_out
-from tdhook_rl.report.scalars import LOGGER_BACKENDS
 from tdhook_rl.targets import as_target
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "ProbeSpec",
     "Schedule",
     "check_logger",
+    "check_option",
 ]
 
 EXPERIMENT = "tdhook_rl"
@@ -221,7 +222,7 @@ class LogTo:
     Args:
         logger: a TorchRL :class:`~torchrl.record.loggers.Logger`, or the name of one built
             under ``log_dir`` on first use (the names of
-            :data:`tdhook_rl.report.scalars.LOGGER_BACKENDS`: ``"csv"``, ``"tensorboard"``,
+            :data:`tdhook_rl.core.loggers.LOGGER_BACKENDS`: ``"csv"``, ``"tensorboard"``,
             ``"wandb"``); ``None`` logs nothing (scalars are still returned and kept in
             ``callback.history``). A name whose package is missing raises ``ImportError``
             here.
@@ -267,4 +268,23 @@ def check_logger(logger: Any) -> Logger | str | None:
     raise TypeError(
         f"logger must be a torchrl Logger (anything with log_scalar(name, value, step)), "
         f"None or one of {sorted(LOGGER_BACKENDS)}, got {type(logger).__name__}"
+    )
+
+
+_EXAMPLES = {
+    "attribution": "AttributionSpec({'policy': ActionLoc(), 'value': 'state_value'})",
+    "schedule": "Schedule(every_frames=50_000, eval_steps=500)",
+    "probes": "ProbeSpec({'h1': 'module.0.1'}, {'x': ('observation', 0)})",
+    "interventions": "Interventions({'h1 off': {'module.0.1': Ablate()}}, episodes=4)",
+    "log": "LogTo('csv', log_dir='runs')",
+}
+
+
+def check_option(name: str, value: Any, cls: type, *, required: bool = False) -> None:
+    """``value`` is a ``cls`` (or ``None`` for an optional group), else a ``TypeError``
+    with an example of the group."""
+    if (value is None and not required) or isinstance(value, cls):
+        return
+    raise TypeError(
+        f"{name} must be a {cls.__name__}, got {type(value).__name__}: e.g. {_EXAMPLES[name]}"
     )

@@ -16,8 +16,10 @@ from tdhook_rl.viz.attribution import (
 from tdhook_rl.viz.chess_board import board_heatmap, chess_heatmaps, chess_square_map
 from tdhook_rl.viz.connect_four_board import connect_four_heatmap, connect_four_heatmaps
 from tdhook_rl.viz.latent import intervention_effects, probe_scores
+from tdhook_rl.viz.patching import atp_vs_exact
 
 __all__ = [
+    "atp_vs_exact",
     "attribution_maps",
     "attribution_over_time",
     "board_heatmap",

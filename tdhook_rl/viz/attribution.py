@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from tensordict import NestedKey, TensorDictBase
 
+from tdhook_rl.attribution.features import feature_groups
 from tdhook_rl.core.keys import key_tuple
 from tdhook_rl.viz._mpl import pyplot
-from tdhook_rl.attribution.features import feature_groups
 
 
 def _head_attributions(

@@ -213,7 +213,7 @@ def chess_heatmaps(
         >>> fen = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1"
         >>> fig = chess_heatmaps([fen], {"move": torch.randn(1, 8, 8),
         ...                              "value": torch.randn(1, 8, 8)}, ["e7e5"])
-        >>> [ax.get_title() for ax in fig.axes[:2]]
+        >>> [ax.get_title().splitlines()[0] for ax in fig.axes[:2]]  # then each one's scale
         ['move', 'value']
     """
     moves = list(moves) if moves is not None else [None] * len(fens)

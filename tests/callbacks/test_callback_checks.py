@@ -125,6 +125,7 @@ def test_options_are_grouped_objects_and_the_call_takes_frames():
         r"built with \(pass that module at construction\)",
     ):
         callback(actor)
+    assert callback(torch.tensor(999)) is None  # a 0-d integer tensor counts frames too
     with pytest.raises(ValueError, match=r"every_frames and eval_steps must be positive"):
         Schedule(every_frames=0)
     with pytest.raises(ValueError, match=r"figures_every must be >= 0"):

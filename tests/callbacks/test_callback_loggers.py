@@ -99,3 +99,16 @@ def test_an_unknown_logger_is_rejected(tmp_path):
         make_callback(tmp_path, logger="neptune")
     with pytest.raises(TypeError, match="got int"):
         make_callback(tmp_path, logger=42)
+
+
+def test_logger_names_come_from_the_one_registry(tmp_path, monkeypatch):
+    from tdhook_rl.callbacks import options
+    from tdhook_rl.core import loggers
+
+    assert options.LOGGER_BACKENDS is loggers.LOGGER_BACKENDS
+    # a backend added to the registry is one the callback builds by name
+    backend = loggers.LoggerBackend("CSVLogger", None, local=True)
+    monkeypatch.setitem(loggers.LOGGER_BACKENDS, "my_csv", backend)
+    callback = make_callback(tmp_path, logger="my_csv")
+    callback(1000)
+    assert (tmp_path / "tdhook_rl" / "scalars" / "eval" / "return.csv").exists()

@@ -44,9 +44,7 @@ def test_fires_at_the_right_frames_and_logs_the_expected_keys(tmp_path):
     callback = make_callback(
         tmp_path, Interventions({"all units": {"module.0.module.0.1": Ablate()}}, episodes=2)
     )
-    fired = [
-        f for f in (0, 500, 999, 1000, 1500, 2100, 2500, 3000) if callback(f) is not None
-    ]
+    fired = [f for f in (0, 500, 999, 1000, 1500, 2100, 2500, 3000) if callback(f) is not None]
     assert fired == [1000, 2100, 3000]
     scalars = callback.history[-1]
     expected = {

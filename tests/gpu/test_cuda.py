@@ -139,11 +139,12 @@ def test_recorded_and_intervened_on_cuda_match_cpu():
 def test_multi_agent_and_q_value_targets_on_cuda_match_cpu():
     """Per-agent targets of a MAPPO actor-critic with unshared parameters (each agent's
     network under vmap), its recorded per-agent layer, and a DQN's taken-action Q-value."""
-    from test_multi_agent import N_AGENTS, OBS, agents_td, mappo
     from torchrl.data import OneHot
     from torchrl.modules import MLP, QValueActor
 
     from tdhook_rl.targets import ActionValue
+
+    from test_multi_agent import N_AGENTS, OBS, agents_td, mappo
 
     obs = torch.randn(40, N_AGENTS, OBS, generator=torch.Generator().manual_seed(2))
     targets = {f"policy {i}": ActionLogProb(index=i) for i in range(N_AGENTS)}

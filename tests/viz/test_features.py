@@ -1,5 +1,5 @@
-"""Feature groups (what large inputs are shown and logged as) and the spatial maps of
-image-like inputs."""
+"""Feature groups (what large inputs are shown and logged as: ``tdhook_rl.attribution.features``,
+which the callback's scalars and the plots share) and the spatial maps of image-like inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from tensordict import TensorDict
 
 from tdhook_rl import viz
-from tdhook_rl.viz.features import feature_groups
+from tdhook_rl.attribution.features import feature_groups
 
 
 def test_small_inputs_stay_feature_by_feature():
@@ -41,6 +41,39 @@ def test_long_vectors_are_cut_into_contiguous_blocks():
     width = int(first.split("-")[1]) + 1
     torch.testing.assert_close(sums[:, 0], values[:, :width].sum(1))
     assert last.endswith("-129")
+
+
+def test_a_single_channel_image_is_split_into_a_grid_of_blocks():
+    """One channel grouped per channel would be one row holding everything (share 1.0)."""
+    groups = feature_groups((1, 10, 7))
+    rows, cols = [(0, 3), (4, 6), (7, 9)], [(0, 2), (3, 4), (5, 6)]  # tensor_split's bands
+    assert groups.kind == "spatial"
+    assert groups.names == [f"rows {a}-{b} cols {c}-{d}" for a, b in rows for c, d in cols]
+    values = torch.randn(4, 1, 10, 7)
+    want = torch.stack(
+        [values[:, 0, a : b + 1, c : d + 1].sum((-1, -2)) for a, b in rows for c, d in cols], -1
+    )
+    torch.testing.assert_close(groups(values), want)
+    assert groups.shares(values).max() < 1.0
+    named = feature_groups((1, 10, 7), ["depth"])
+    assert named.names[0] == "depth rows 0-3 cols 0-2"
+    assert feature_groups((1, 8, 8)).kind == "feature"  # 64 features: one row each
+
+
+def test_multi_agent_inputs_are_named_per_agent_or_pooled():
+    values = torch.randn(5, 3, 2)  # 5 samples, 3 agents, 2 features
+    groups = feature_groups((3, 2), ["x", "v"], agent_dims=1)
+    assert groups.names == [f"agent{a}/{f}" for a in range(3) for f in ("x", "v")]
+    torch.testing.assert_close(groups(values), values.reshape(5, 6))
+    pooled = feature_groups((3, 2), ["x", "v"], agent_dims=1, pool_agents=True)
+    assert pooled.names == ["x", "v"]
+    torch.testing.assert_close(pooled(values), values.sum(1))
+    torch.testing.assert_close(pooled.shares(values), groups.shares(values).reshape(3, 2).sum(0))
+    images = feature_groups((2, 3, 20, 20), agent_dims=1)  # per-agent images: channels
+    assert images.names[:2] == ["agent0/channel 0", "agent0/channel 1"]
+    assert images(torch.ones(1, 2, 3, 20, 20)).tolist() == [[400.0] * 6]
+    with pytest.raises(ValueError, match=r"3 feature names for an input of shape \(2,\)"):
+        feature_groups((3, 2), ["x", "v", "t"], agent_dims=1)
 
 
 def test_names_per_feature_or_per_leading_index():
