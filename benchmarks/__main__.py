@@ -13,7 +13,16 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import footprint, gpu_rollout, ig_memory, ig_sweep, in_rollout, multi_target_ig
+from benchmarks import (
+    atp,
+    footprint,
+    gpu_rollout,
+    ig_memory,
+    ig_sweep,
+    in_rollout,
+    multi_target_ig,
+    perturbation,
+)
 from benchmarks.harness import BenchmarkResult, RunConfig, environment
 from benchmarks.report import from_json, render_markdown, write_reports
 
@@ -24,6 +33,8 @@ BENCHMARKS: dict[str, Callable[[RunConfig], BenchmarkResult]] = {
     gpu_rollout.NAME: gpu_rollout.run,
     ig_memory.NAME: ig_memory.run,
     footprint.NAME: footprint.run,
+    atp.NAME: atp.run,
+    perturbation.NAME: perturbation.run,
 }
 HERE = Path(__file__).resolve().parent
 # blocks of any size come from the reusable heap, and the heap top is never trimmed

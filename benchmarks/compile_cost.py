@@ -15,12 +15,14 @@ an earlier case would hide the compile time):
   ``attributed`` wraps it in ``Attributed`` (IG-16, both heads), whose attribution pass runs
   eagerly under compile (``torch.compiler.disable``) so only the module's forward is
   compiled; ``attributed-traced`` lets dynamo trace the pass as well (tdhook_rl before that
-  change): it graph-breaks at ``autograd.grad`` and compiles each piece, twice over (the
-  second call recompiles).
+  change): it graph-breaks at ``autograd.grad`` and compiles each piece, some twice (the
+  second call recompiles). Traced, only ``strategy="replicate"`` compiles (the default
+  strategies fail inside the compiled backward), so that case uses it.
 * ``update/*``: ``torch.compile`` of a PPO update (``ClipPPOLoss`` on 256 samples, then
   ``backward``) whose critic is ``plain``, ``attributed`` (the loss calls the wrapped critic:
-  one eager attribution pass per update) or ``attributed-disabled`` (the same inside
-  ``critic.disabled()``, as docs/recipes.md recommends for loss calls).
+  one eager attribution pass per update), ``attributed-disabled`` (the same inside
+  ``critic.disabled()``: a graph break at the wrapper, where the thread-local switch is read)
+  or ``attributed-enabled-false`` (``critic.enabled = False``: traced like the plain critic).
 
 Columns: ``first s`` (the first call: tracing and compiling), ``next s`` (calls 2 and 3,
 where recompilations land), ``steady ms`` (median of 20 later calls), ``eager ms`` (median
@@ -48,6 +50,7 @@ CASES = (
     "update/plain",
     "update/attributed",
     "update/attributed-disabled",
+    "update/attributed-enabled-false",
 )
 OBS, BATCH, UPDATE_BATCH, STEADY = 9, 64, 256, 20
 
@@ -98,12 +101,15 @@ def _policy_case(variant: str) -> tuple[Callable[[], Any], Callable[[Any], Any]]
     actor, critic = _modules()
     policy: Any = TensorDictSequential(actor, critic)
     if variant != "plain":
-        cls = _traced_class() if variant == "attributed-traced" else Attributed
-        policy = cls(
+        traced = variant == "attributed-traced"
+        policy = (_traced_class() if traced else Attributed)(
             policy,
             IntegratedGradients(n_steps=16),
             inputs=["observation"],
             targets={"policy": ActionLogProb(), "value": "state_value"},
+            # traced, the default strategies fail: "Cannot access data pointer of Tensor
+            # that doesn't have storage" (a compiled backward under autograd.grad's vmap)
+            strategy="replicate" if traced else "auto",
         )
 
     def make_input() -> Any:
@@ -128,6 +134,7 @@ def _update_case(variant: str) -> tuple[Callable[[], Any], Callable[[Any], Any]]
     actor, critic = _modules()
     if variant != "plain":
         critic = Attributed(critic, "ig", inputs=["observation"], targets={"value": "state_value"})
+        critic.enabled = variant != "attributed-enabled-false"
     loss_module = ClipPPOLoss(actor, critic)
     with torch.no_grad():
         batch = actor(TensorDict(observation=torch.randn(UPDATE_BATCH, OBS), batch_size=[256]))

@@ -6,8 +6,9 @@ For each agent, a clean batch and a corrupted one of the same shape:
   deterministic rollout; corrupted = its second half ("later steps"), or the upright state at
   rest for every sample ("upright");
 - Connect Four (heads: the log-probability of the agent's clean move, ``state_value``): clean =
-  the positions of half of a batch of games of random legal moves; corrupted = the other half's positions at the same ply (the
-  clean legal-move mask kept, so the clean move keeps a finite log-probability).
+  the positions of half of a batch of games of random legal moves; corrupted = the other
+  half's positions at the same ply (the clean legal-move mask kept, so the clean move keeps a
+  finite log-probability).
 
 Reported per agent, corruption and head: Spearman's correlation between AtP's restored
 fractions and the exact ones over the sites (``AtPResult.rank_correlation``); per site, the
@@ -52,31 +53,37 @@ def _nan_to_none(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 4)
 
 
-def unit_patching(module, clean, corrupted, heads, site: str) -> torch.Tensor:
-    """``[n_heads, units]``: the exact mean effect of patching each unit of ``site`` alone
-    (its clean value into the corrupted run), one forward pass per unit: the slow way."""
+def unit_patching(module, clean, corrupted, heads, site: str, units: int) -> torch.Tensor:
+    """``[n_heads, units]``: the exact mean effect of patching each of the first ``units``
+    units of ``site`` alone (its clean value into the corrupted run), one forward pass per
+    unit: the slow way."""
     targets = as_targets(heads, module, kind="head")
     with torch.no_grad(), set_interaction_type(InteractionType.DETERMINISTIC):
         reference = module(clean.copy())
         a_clean = thr.get(module, clean, site)
+        assert isinstance(a_clean, torch.Tensor)  # one site, one tensor
 
         def run(td: TensorDictBase) -> torch.Tensor:
-            return torch.stack([per_sample(t(td, reference), td.batch_size, t) for t in targets.values()])
+            return torch.stack(
+                [per_sample(t(td, reference), td.batch_size, t) for t in targets.values()]
+            )
 
         base = run(module(corrupted.copy()))
         effects = []
-        for unit in range(a_clean.shape[-1]):
+        for unit in range(min(units, a_clean.shape[-1])):
 
             def patch(a, td, unit=unit):
                 a = a.clone()
                 a[..., unit] = a_clean[..., unit]
                 return a
 
-            effects.append((run(thr.set(module, corrupted, {site: patch})) - base).flatten(1).mean(1))
+            effects.append(
+                (run(thr.set(module, corrupted, {site: patch})) - base).flatten(1).mean(1)
+            )
     return torch.stack(effects, -1)
 
 
-def compare(module, clean, corrupted, heads, sites, unit_sites, labels) -> dict[str, Any]:
+def compare(module, clean, corrupted, heads, sites, unit_sites, labels, units) -> dict[str, Any]:
     """Exact patching, AtP and their agreement for one agent and one corruption."""
     exact = thr.activation_patching(module, clean, corrupted, heads, sites)
     atp = thr.attribution_patching(module, clean, corrupted, heads, sites, per_unit=True)
@@ -93,19 +100,18 @@ def compare(module, clean, corrupted, heads, sites, unit_sites, labels) -> dict[
         for i, site in enumerate(atp.sites)
         for j, head in enumerate(atp.heads)
     ]
-    units = {}
+    by_unit = {}
     for site in unit_sites:
-        slow = unit_patching(module, clean, corrupted, heads, site)
-        fast = atp.units[site].flatten(1, -2).mean(1)  # (n_heads, *batch, units) -> (n_heads, units)
-        units[labels.get(site, site)] = {
+        slow = unit_patching(module, clean, corrupted, heads, site, units)
+        # (n_heads, *batch, units) -> (n_heads, units)
+        fast = (atp.units or {})[site].flatten(1, -2).mean(1)[:, : slow.shape[-1]]
+        by_unit[labels.get(site, site)] = {
             head: _nan_to_none(spearman(fast[j], slow[j])) for j, head in enumerate(atp.heads)
         }
     return {
-        "spearman_over_sites": {
-            h: _nan_to_none(r) for h, r in atp.rank_correlation(exact).items()
-        },
+        "spearman_over_sites": {h: _nan_to_none(r) for h, r in atp.rank_correlation(exact).items()},
         "sites": rows,
-        "spearman_over_units": units,
+        "spearman_over_units": by_unit,
         "_results": (atp, exact),
     }
 
@@ -120,7 +126,7 @@ def pendulum_labels(agent) -> dict[str, str]:
     return labels
 
 
-def double_pendulum(steps: int, envs: int, seed: int) -> dict[str, Any]:
+def double_pendulum(steps: int, envs: int, seed: int, units: int) -> dict[str, Any]:
     agent = agents.load("double_pendulum")
     module = agent.actor_critic
     env = agent.make_env(envs, seed=seed)
@@ -130,28 +136,38 @@ def double_pendulum(steps: int, envs: int, seed: int) -> dict[str, Any]:
     half = steps // 2
     clean = observation[:, :half]  # (envs, half): time-major within each env
     norm = agent.obs_norm
-    upright = ((torch.tensor(UPRIGHT) - norm["loc"]) / norm["scale"]).clamp(-norm["clip"], norm["clip"])
+    upright = ((torch.tensor(UPRIGHT) - norm["loc"]) / norm["scale"]).clamp(
+        -norm["clip"], norm["clip"]
+    )
     corruptions = {
         "later steps": observation[:, half : 2 * half],
         "upright": clean.clone().apply(lambda x: upright.expand_as(x).clone()),
     }
     labels = pendulum_labels(agent)
-    labels.update({"module.0.module.0.module.0.4": "actor loc", "module.1.module.4": "critic value"})
+    labels.update(
+        {"module.0.module.0.module.0.4": "actor loc", "module.1.module.4": "critic value"}
+    )
     sites = [thr.of_type(nn.Linear, nn.Tanh)]  # every layer (the scale module gives a tuple)
     unit_sites = [layer.path for layer in hidden_layers(agent)] + ["module.1.module.2"]
     health = {}
-    recorded = thr.get(module, clean, [layer.path for layer in hidden_layers(agent)])
     for layer in hidden_layers(agent):
-        health[layer.name] = layer_health(recorded[layer.path], clean.batch_dims)
+        recorded = thr.get(module, clean, layer.path)
+        assert isinstance(recorded, torch.Tensor)
+        health[layer.name] = layer_health(recorded, clean.batch_dims)
     heads = {"policy": "loc", "value": "state_value"}
     out = {
-        name: compare(module, clean, corrupted, heads, sites, unit_sites, labels)
+        name: compare(module, clean, corrupted, heads, sites, unit_sites, labels, units)
         for name, corrupted in corruptions.items()
     }
-    return {"batch": list(clean.batch_size), "layer_health": health, "corruptions": out, "labels": labels}
+    return {
+        "batch": list(clean.batch_size),
+        "layer_health": health,
+        "corruptions": out,
+        "labels": labels,
+    }
 
 
-def connect_four(games: int, plies: int, seed: int) -> dict[str, Any]:
+def connect_four(games: int, plies: int, seed: int, units: int) -> dict[str, Any]:
     module = agents.load("connect_four")
     torch.manual_seed(seed)
     env = ConnectFourEnv(batch_size=[games])
@@ -167,15 +183,23 @@ def connect_four(games: int, plies: int, seed: int) -> dict[str, Any]:
     heads = {"move": ActionLogProb(), "value": "state_value"}
     labels = {
         "module.0.module.conv": "conv",
+        "module.0.module.mlp.0": "trunk h1 pre",
         "module.0.module.mlp.1": "trunk h1",
+        "module.0.module.mlp.2": "trunk h2 pre",
         "module.0.module.mlp.3": "trunk h2",
         "module.1.module.0.module": "policy logits",
+        "module.2.module.mlp.0": "value h1 pre",
         "module.2.module.mlp.1": "value h1",
+        "module.2.module.mlp.2": "win logits",
     }
     sites = None  # every leaf
     unit_sites = ["module.0.module.mlp.1", "module.0.module.mlp.3", "module.2.module.mlp.1"]
-    result = compare(module, clean, corrupted, heads, sites, unit_sites, labels)
-    return {"batch": list(clean.batch_size), "corruptions": {"other games": result}, "labels": labels}
+    result = compare(module, clean, corrupted, heads, sites, unit_sites, labels, units)
+    return {
+        "batch": list(clean.batch_size),
+        "corruptions": {"other games": result},
+        "labels": labels,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -184,14 +208,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--envs", type=int, default=4, help="double-pendulum copies")
     parser.add_argument("--games", type=int, default=32, help="Connect Four games")
     parser.add_argument("--plies", type=int, default=10, help="Connect Four plies per game")
+    parser.add_argument(
+        "--units", type=int, default=1_000, help="units per layer in the slow per-unit check"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("atp_results"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
     summary: dict[str, Any] = {
-        "double_pendulum": double_pendulum(args.steps, args.envs, args.seed),
-        "connect_four": connect_four(args.games, args.plies, args.seed),
+        "double_pendulum": double_pendulum(args.steps, args.envs, args.seed, args.units),
+        "connect_four": connect_four(args.games, args.plies, args.seed, args.units),
     }
     for agent, result in summary.items():
         for corruption, case in result["corruptions"].items():

@@ -202,8 +202,9 @@ class Attributed(TransparentWrapper):
 
         For loss calls that receive the wrapper (a wrapped critic in ``ClipPPOLoss``):
         ``with explained.disabled(): loss_td = loss_module(batch)``. All wrappers at once:
-        :func:`attribution_disabled`; in every process a pickled copy goes to: set
-        ``explained.enabled = False``.
+        :func:`attribution_disabled`. Set ``explained.enabled = False`` instead for a pickled
+        copy (multi-process collectors) and inside a compiled loss: dynamo cannot read the
+        thread-local switch and breaks the graph at the wrapper, not at the attribute.
         """
         with ATTRIBUTION.off(self):
             yield
@@ -303,7 +304,9 @@ class Attributed(TransparentWrapper):
         return values
 
     def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
-        if inside_functional_transform():  # e.g. GAE's vmap over the critic
+        # ``enabled`` is read here, where dynamo can trace it (a switched-off wrapper in a
+        # compiled loss adds no graph break); the per-thread switch is read in ``_prepare``
+        if not self.enabled or inside_functional_transform():  # e.g. GAE's vmap
             return self._excluded(self.wrapped(tensordict, *args, **kwargs))
         prepared = self._prepare(tensordict)  # before the module writes into ``tensordict``
         out = self.wrapped(tensordict, *args, **kwargs)
@@ -319,7 +322,7 @@ class Attributed(TransparentWrapper):
         self, tensordict: TensorDictBase
     ) -> tuple[dict[NestedKey, torch.Tensor], TensorDictBase] | None:
         """The inputs (checked) and the module's other inputs, or None when switched off."""
-        if not self.enabled or ATTRIBUTION.is_off(self):
+        if ATTRIBUTION.is_off(self):
             return None
         inputs = self._checked_inputs(tensordict)
         context_keys = [k for k in self.in_keys if k not in self.inputs]

@@ -147,7 +147,7 @@ def test_a_raw_sequential_of_both_heads_still_breaks_gae():
 
 
 def test_exclude_outputs_must_name_an_output():
-    actor, critic = actor_and_critic()
+    _, critic = actor_and_critic()
     with pytest.raises(ValueError, match="does not write"):
         thr.Attributed(critic, "saliency", inputs=["observation"], targets={"v": "state_value"},
                        exclude_outputs=["value"])  # fmt: skip
@@ -205,7 +205,9 @@ def test_the_switch_is_per_thread_and_the_flag_pickles():
     import pickle
 
     _, critic = actor_and_critic()
-    explained = thr.Attributed(critic, "saliency", inputs=["observation"], targets={"v": "state_value"})  # fmt: skip
+    explained = thr.Attributed(
+        critic, "saliency", inputs=["observation"], targets={"v": "state_value"}
+    )
     td = TensorDict(observation=torch.randn(3, OBS), batch_size=[3])
     entered, done = threading.Event(), threading.Event()
     seen: dict[str, bool] = {}
@@ -291,7 +293,9 @@ def test_resuming_a_plain_replay_buffer_with_the_wrapper(storage_cls):
     collector's named batches, LazyMemmapStorage drops the new entries. Refilled through
     fill_unmeasured, the buffer takes the wrapper's batches; the old rows read not measured."""
     actor = gaussian_actor(action_dim=1)
-    explained = thr.Attributed(actor, "ig", inputs=["observation"], targets={"policy": ActionLogProb()})  # fmt: skip
+    explained = thr.Attributed(
+        actor, "ig", inputs=["observation"], targets={"policy": ActionLogProb()}
+    )
     path = plain_checkpoint(storage_cls, actor)
     restored = TensorDictReplayBuffer(storage=storage_cls(64))
     restored.loads(path)
@@ -319,7 +323,9 @@ def test_resuming_a_plain_replay_buffer_with_the_wrapper(storage_cls):
 def test_a_restored_plain_storage_refuses_named_batches_without_the_refill():
     """The failure the refill avoids (TorchRL 0.14.1, tensordict 0.14.3)."""
     actor = gaussian_actor(action_dim=1)
-    explained = thr.Attributed(actor, "saliency", inputs=["observation"], targets={"policy": ActionLogProb()})  # fmt: skip
+    explained = thr.Attributed(
+        actor, "saliency", inputs=["observation"], targets={"policy": ActionLogProb()}
+    )
     restored = TensorDictReplayBuffer(storage=LazyTensorStorage(64))
     restored.loads(plain_checkpoint(LazyTensorStorage, actor))
     collector = Collector(PointMassEnv((2,)), explained, frames_per_batch=8, total_frames=8)
@@ -329,3 +335,37 @@ def test_a_restored_plain_storage_refuses_named_batches_without_the_refill():
         shutdown_collector(collector)
     with pytest.raises(RuntimeError, match="Names of a subtensordict"):
         restored.extend(batch)
+
+
+def test_under_torch_compile_only_the_module_is_traced():
+    """The attribution pass runs eagerly under torch.compile (no graph breaks inside it, no
+    retracing); results equal the eager wrapper's, and the switch still works on cached
+    graphs. backend="eager": dynamo's tracing without inductor's code generation."""
+    actor, critic = actor_and_critic()
+    explained = thr.Attributed(
+        TensorDictSequential(actor, critic), "ig", inputs=["observation"], targets=HEADS
+    )
+    td = TensorDict(observation=torch.randn(6, OBS), batch_size=[6])
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(explained)(td.clone())
+    reasons = " ".join(str(b.reason) for b in explanation.break_reasons)
+    assert "autograd" not in reasons and "ContextVar" not in reasons, reasons
+    compiled = torch.compile(explained, backend="eager")
+    torch.manual_seed(0)
+    eager_out = explained(td.clone())
+    torch.manual_seed(0)
+    compiled_out = compiled(td.clone())
+    for head in HEADS:
+        torch.testing.assert_close(
+            compiled_out["attribution", head, "observation"],
+            eager_out["attribution", head, "observation"],
+        )
+    assert torch.equal(compiled_out["action"], eager_out["action"])
+    with explained.disabled():
+        assert "attribution" not in compiled(td.clone()).keys()
+    assert "attribution" in compiled(td.clone()).keys()
+    explained.enabled = False  # read where dynamo traces it: the module alone, one graph
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(explained)(td.clone())
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    torch._dynamo.reset()

@@ -3,8 +3,8 @@
 Methods can be given to :class:`tdhook_rl.Attributed` as instances or by name:
 ``"saliency"``, ``"input_x_gradient"``, ``"integrated_gradients"`` (``"ig"``), ``"smoothgrad"``,
 and the perturbation methods (no gradients) ``"feature_ablation"``, ``"exact_shapley"``,
-``"shapley_value_sampling"``, ``"kernel_shap"``, ``"lime"``, ``"perturbation_saliency"``
-(``Occlusion`` needs its window: pass an instance).
+``"shapley_value_sampling"``, ``"kernel_shap"``, ``"lime"``, ``"perturbation_saliency"``,
+``"sarfa"`` (``Occlusion`` needs its window: pass an instance).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tdhook_rl.attribution.occlusion import Occlusion
 from tdhook_rl.attribution.perturbation_saliency import PerturbationSaliency
 from tdhook_rl.attribution.quadrature import RULES, quadrature
 from tdhook_rl.attribution.saliency import Saliency
+from tdhook_rl.attribution.sarfa import SARFA
 from tdhook_rl.attribution.shapley import ExactShapley, ShapleyValueSampling
 from tdhook_rl.attribution.smoothgrad import SmoothGrad
 
@@ -35,6 +36,7 @@ METHODS: dict[str, type[AttributionMethod]] = {
     "kernel_shap": KernelShap,
     "lime": Lime,
     "perturbation_saliency": PerturbationSaliency,
+    "sarfa": SARFA,
 }
 
 
@@ -62,6 +64,7 @@ def resolve_method(method: AttributionMethod | str) -> AttributionMethod:
 __all__ = [
     "METHODS",
     "RULES",
+    "SARFA",
     "AttributionMethod",
     "AttributionResult",
     "ExactShapley",

@@ -39,6 +39,15 @@ FeatureMask = torch.Tensor | Mapping[NestedKey, torch.Tensor] | None
 Background = torch.Tensor | Mapping[NestedKey, torch.Tensor] | None
 
 
+def describe(spec: Any) -> str:
+    """A short repr: tensors by their shape (a mask or background repr stays one line)."""
+    if isinstance(spec, torch.Tensor):
+        return f"tensor(shape={tuple(spec.shape)})"
+    if isinstance(spec, Mapping):
+        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in spec.items()) + "}"
+    return repr(spec)
+
+
 def check_chunk_size(chunk_size: int | None) -> int | None:
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
@@ -141,7 +150,7 @@ def make_players(
                     f"not broadcast to the input's feature shape {tuple(shape)}; give one label "
                     "per feature, or a shape that broadcasts (e.g. (C, 1, 1) for channels)."
                 ) from None
-            # labels -> 0..G_k-1 in order of first value (one host sync, cached by the method)
+            # labels -> 0..G_k-1 in sorted order (one host sync; the method caches the groups)
             _, local = torch.unique(full.reshape(-1), return_inverse=True)
             size = int(local.max()) + 1 if numel else 0
         shapes[key] = shape
@@ -197,7 +206,8 @@ def evaluate_masked(
             y = engine.evaluate(values, lead=(c, *extra))  # (n_t, c, [S,] *batch)
             outs.append(y.mean(2) if n_background else y)
     if not outs:  # no perturbation at all
-        return torch.zeros(engine.n_targets, 0, *batch)
+        like = next(iter(inputs.values()))
+        return like.new_zeros(engine.n_targets, 0, *batch)
     return torch.cat(outs, 1)
 
 

@@ -238,6 +238,12 @@ class GradientEngine:
         grads = torch.autograd.grad(
             sums, leaves, grad_outputs=cotangents, is_grads_batched=True, materialize_grads=True
         )
+        # an input no target depends on comes back as zeros *without* the batched dimension
+        # (torch 2.13 with materialize_grads): give it the (n_targets, ...) shape of the others
+        grads = tuple(
+            g if g.shape[:1] == (n,) and g.shape[1:] == leaf.shape else g.expand(n, *leaf.shape)
+            for g, leaf in zip(grads, leaves, strict=True)
+        )
         return dict(zip(keys, grads, strict=True))
 
     def _replicate(self, keys, values, lead) -> dict[NestedKey, torch.Tensor]:

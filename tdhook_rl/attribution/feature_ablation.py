@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tdhook_rl.attribution._perturb import CoalitionMethod, FeatureMask
+from tdhook_rl.attribution._perturb import CoalitionMethod, FeatureMask, describe
 from tdhook_rl.attribution.baselines import Baselines
 
 
@@ -60,6 +60,6 @@ class FeatureAblation(CoalitionMethod):
 
     def __repr__(self) -> str:
         return (
-            f"FeatureAblation(feature_mask={self.feature_mask!r}, baseline={self.baseline!r}, "
-            f"chunk_size={self.chunk_size})"
+            f"FeatureAblation(feature_mask={describe(self.feature_mask)}, "
+            f"baseline={describe(self.baseline)}, chunk_size={self.chunk_size})"
         )

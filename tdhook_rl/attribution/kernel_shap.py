@@ -10,6 +10,7 @@ from tdhook_rl.attribution._perturb import (
     FeatureMask,
     Seeded,
     check_n_samples,
+    describe,
 )
 from tdhook_rl.attribution.baselines import Baselines
 
@@ -82,7 +83,7 @@ class KernelShap(Seeded, CoalitionMethod):
         return rank < size[:, None]  # its first ``size`` groups
 
     def coalitions(self, n_groups: int, device: torch.device) -> torch.Tensor:
-        ends = torch.tensor([[False], [True]], device=device).expand(2, n_groups)
+        ends = (torch.arange(2, device=device) == 1)[:, None].expand(2, n_groups)
         return torch.cat([ends, self.sample(n_groups, device)])  # empty, full, samples
 
     def combine(
@@ -106,6 +107,6 @@ class KernelShap(Seeded, CoalitionMethod):
 
     def __repr__(self) -> str:
         return (
-            f"KernelShap(n_samples={self.n_samples}, feature_mask={self.feature_mask!r}, "
-            f"baseline={self.baseline!r}, seed={self.seed}, chunk_size={self.chunk_size})"
+            f"KernelShap(n_samples={self.n_samples}, feature_mask={describe(self.feature_mask)}, "
+            f"baseline={describe(self.baseline)}, seed={self.seed}, chunk_size={self.chunk_size})"
         )

@@ -13,6 +13,7 @@ from tdhook_rl.attribution._perturb import (
     Players,
     Seeded,
     check_n_samples,
+    describe,
     evaluate_masked,
 )
 from tdhook_rl.attribution.base import AttributionResult
@@ -36,16 +37,19 @@ def weighted_linear_fit(
         when the rows do not determine them).
     """
     n_p, g = z.shape
-    design = torch.cat([z.new_ones(n_p, 1), z], 1)  # (P, G + 1)
+    # in float64: the normal equations square the condition number of the design
+    wide = torch.float64 if z.device.type != "mps" else z.dtype
+    design = torch.cat([z.new_ones(n_p, 1), z], 1).to(wide)  # (P, G + 1)
+    w = weights.to(wide)
     # normal equations per sample: (B, G + 1, G + 1) and (B, G + 1, n_t)
-    gram = torch.einsum("pi,pb,pj->bij", design, weights, design)
+    gram = torch.einsum("pi,pb,pj->bij", design, w, design)
     if alpha:
-        ridge = torch.full((g + 1,), alpha, dtype=z.dtype, device=z.device)
+        ridge = torch.full((g + 1,), alpha, dtype=wide, device=z.device)
         ridge[0] = 0.0
         gram = gram + torch.diag(ridge)
-    moment = torch.einsum("pi,pb,tpb->bit", design, weights, y)
+    moment = torch.einsum("pi,pb,tpb->bit", design, w, y.to(wide))
     beta = torch.linalg.pinv(gram, hermitian=True) @ moment  # (B, G + 1, n_t)
-    return beta.permute(2, 0, 1)
+    return beta.permute(2, 0, 1).to(y.dtype)
 
 
 def cosine_similarity_kernel(
@@ -65,7 +69,9 @@ def cosine_similarity_kernel(
     """
     dtype = next(iter(inputs.values())).dtype
     pres = present.to(dtype)  # (P, G)
-    dot = norm_x = norm_p = 0.0
+    dot: torch.Tensor | float = 0.0
+    norm_x: torch.Tensor | float = 0.0
+    norm_p: torch.Tensor | float = 0.0
     for key, x in inputs.items():
         b = baselines[key].expand_as(x)
         flat_x, flat_b = x.flatten(batch_dims), b.flatten(batch_dims)  # (*batch, F)
@@ -184,6 +190,6 @@ class Lime(Seeded, CoalitionMethod):
     def __repr__(self) -> str:
         return (
             f"Lime(n_samples={self.n_samples}, kernel_width={self.kernel_width}, "
-            f"feature_mask={self.feature_mask!r}, baseline={self.baseline!r}, "
+            f"feature_mask={describe(self.feature_mask)}, baseline={describe(self.baseline)}, "
             f"alpha={self.alpha}, seed={self.seed}, chunk_size={self.chunk_size})"
         )

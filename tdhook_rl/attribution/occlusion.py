@@ -14,6 +14,7 @@ from tensordict import NestedKey, TensorDictBase
 from tdhook_rl.attribution._perturb import (
     check_chunk_size,
     check_mapping_keys,
+    describe,
     evaluate_masked,
     per_key,
 )
@@ -32,8 +33,11 @@ Shape = int | Sequence[int]
 
 def _as_shape(spec: Shape, ndim: int, what: str, key: NestedKey) -> tuple[int, ...]:
     if isinstance(spec, int) and not isinstance(spec, bool):
-        return (spec,) * ndim
-    shape = tuple(spec)
+        shape: tuple[int, ...] = (spec,) * ndim
+    elif isinstance(spec, Sequence):
+        shape = tuple(spec)
+    else:
+        raise TypeError(f"{what} for input {key!r} must be an integer or a tuple, got {spec!r}")
     if len(shape) != ndim or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
         raise ValueError(
             f"{what} for input {key!r} is {spec!r}; give one integer per feature dimension "
@@ -190,5 +194,5 @@ class Occlusion(AttributionMethod):
     def __repr__(self) -> str:
         return (
             f"Occlusion(window={self.window!r}, strides={self.strides!r}, "
-            f"baseline={self.baseline!r}, chunk_size={self.chunk_size})"
+            f"baseline={describe(self.baseline)}, chunk_size={self.chunk_size})"
         )

@@ -14,6 +14,7 @@ from tdhook_rl.attribution._perturb import (
     Players,
     Seeded,
     check_n_samples,
+    describe,
     random_permutations,
 )
 from tdhook_rl.attribution.baselines import Baselines
@@ -52,7 +53,8 @@ class ExactShapley(CoalitionMethod):
         background: instead of ``baseline``, background samples ``[S, *feature]`` (e.g.
             observations from a replay buffer), or a mapping ``input key -> samples``:
             ``f(S)`` is averaged over them. Costs ``S`` times more evaluations.
-        chunk_size: at most this many coalitions per forward; ``None`` for all at once.
+        chunk_size: at most this many coalitions per forward (each with its ``S``
+            background samples); ``None`` for all at once.
 
     Raises:
         ValueError: more than 16 groups (65,536 coalitions): use
@@ -131,8 +133,8 @@ class ExactShapley(CoalitionMethod):
 
     def __repr__(self) -> str:
         return (
-            f"ExactShapley(feature_mask={self.feature_mask!r}, baseline={self.baseline!r}, "
-            f"background={'None' if self.background is None else '...'}, "
+            f"ExactShapley(feature_mask={describe(self.feature_mask)}, "
+            f"baseline={describe(self.baseline)}, background={describe(self.background)}, "
             f"chunk_size={self.chunk_size})"
         )
 
@@ -214,6 +216,6 @@ class ShapleyValueSampling(Seeded, CoalitionMethod):
     def __repr__(self) -> str:
         return (
             f"ShapleyValueSampling(n_samples={self.n_samples}, feature_mask="
-            f"{self.feature_mask!r}, baseline={self.baseline!r}, seed={self.seed}, "
+            f"{describe(self.feature_mask)}, baseline={describe(self.baseline)}, seed={self.seed}, "
             f"chunk_size={self.chunk_size})"
         )

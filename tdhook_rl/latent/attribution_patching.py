@@ -57,6 +57,7 @@ class AtPResult:
         units: with ``per_unit=True``, ``{site: [n_heads, *batch, *unit_shape]}``: the same
             estimate for patching one unit of the site alone (summing over the units gives
             ``effects``); else ``None``.
+        rows: ``{"site", "head", "estimate"}`` per site and head, for tables and logs.
     """
 
     sites: list[str]
@@ -76,6 +77,10 @@ class AtPResult:
     def rank_correlation(self, exact: PatchingResult) -> dict[str, float]:
         """Spearman correlation, per head, between this estimate and ``exact.restored`` over
         the sites (sites where either is NaN are left out; NaN with fewer than 2 left).
+
+        On a chain of layers every site on a head's path restores all of it (``restored`` 1)
+        and every other site nothing (0): the exact side is then mostly ties, and
+        :meth:`sample_correlation` or the per-unit effects tell more.
 
         Raises:
             ValueError: ``exact`` patched other sites or measured other heads.
@@ -190,11 +195,13 @@ def _run(
     targets: Mapping[str, Target],
     reference: TensorDictBase | None,
     leaf: bool,
-) -> tuple[TensorDictBase, torch.Tensor, dict[str, _Tap]]:
-    """One pass with a tap on every site: ``(output, heads [n_heads, *batch], taps)``."""
+) -> tuple[TensorDictBase, torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor]]:
+    """One pass with a tap on every site: ``(output, heads [n_heads, *batch],
+    {site: activation}, [zero leaf of each site])`` (no leaves unless ``leaf``)."""
     taps = {label: _Tap(label, leaf) for label in sites}
     out = Intervened(module, {site: taps[label] for label, site in sites.items()})(td)
-    missed = [label for label, tap in taps.items() if tap.value is None]
+    activations = {label: tap.value for label, tap in taps.items() if tap.value is not None}
+    missed = [label for label in taps if label not in activations]
     if missed:
         raise RuntimeError(
             f"sites {missed} were not reached in the forward pass: the module did not run "
@@ -202,7 +209,27 @@ def _run(
         )
     ref = out if reference is None else reference
     heads = torch.stack([per_sample(t(out, ref), out.batch_size, t) for t in targets.values()])
-    return out, heads, taps
+    leaves = [tap.zero for tap in taps.values() if tap.zero is not None]
+    return out, heads, activations, leaves
+
+
+def _head_gradients(heads: torch.Tensor, leaves: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``[n_heads, *leaf_shape]`` per leaf: every head's gradient by one batched backward
+    over one-hot cotangents (per sample: samples are independent, so a head's batch sum has
+    the per-sample gradients)."""
+    n = heads.shape[0]
+    sums = heads.reshape(n, -1).sum(1)  # (n_heads,)
+    if not sums.requires_grad:  # no head depends on any site
+        return [leaf.new_zeros((n, *leaf.shape)) for leaf in leaves]
+    grads = torch.autograd.grad(
+        sums,
+        leaves,
+        grad_outputs=torch.eye(n, dtype=sums.dtype, device=sums.device),
+        is_grads_batched=True,
+        materialize_grads=True,
+    )
+    # a leaf no head depends on gets zeros without the head dimension (torch 2.13)
+    return [g.expand(n, *leaf.shape) for g, leaf in zip(grads, leaves, strict=True)]
 
 
 def _per_sample(label: str, value: torch.Tensor, batch: torch.Size) -> torch.Tensor:
@@ -264,8 +291,8 @@ def attribution_patching(
         >>> clean = TensorDict(observation=torch.ones(8, 3), batch_size=[8])
         >>> result = attribution_patching(critic, clean, clean.apply(torch.neg),
         ...                               heads={"value": "state_value"}, per_unit=True)
-        >>> result.estimate[:, 0]   # a linear network: exactly activation patching's
-        tensor([1., 1.])
+        >>> torch.allclose(result.estimate, torch.ones(2, 1))   # linear: exactly patching's
+        True
         >>> result.units["module.0"].shape   # [n_heads, *batch, units]
         torch.Size([1, 8, 4])
     """
@@ -276,32 +303,24 @@ def attribution_patching(
             f"{tuple(corrupted.batch_size)}; patching matches samples by batch index"
         )
     targets = as_targets(heads, module, kind="head")
-    named = resolve_sites(module, list(sites) if sites is not None else default_sites(module))
+    named = resolve_sites(
+        module, list(sites) if sites is not None else default_sites(module, clean)
+    )
     if len(set(named.values())) < len(named):
         raise ValueError(f"a site is given twice under two names: {named}")
+    n = len(targets)
     with set_interaction_type(InteractionType.DETERMINISTIC):
-        reference, clean_heads, clean_taps = _run(module, clean.copy(), named, targets, None, False)
-        with gradients_enabled():
-            # cloned inside: inference tensors cannot enter a graph
-            _, values, taps = _run(module, corrupted.clone(), named, targets, reference, True)
-            leaves = [taps[label].zero for label in named]
-            n = len(targets)
-            sums = values.reshape(n, -1).sum(1)  # (n_heads,): samples are independent
-            if not sums.requires_grad:  # no head depends on any site
-                grads = [leaf.new_zeros((n, *leaf.shape)) for leaf in leaves]
-            else:  # one backward for every head: (n_heads, *site_shape) per site
-                grads = torch.autograd.grad(
-                    sums,
-                    leaves,
-                    grad_outputs=torch.eye(n, dtype=sums.dtype, device=sums.device),
-                    is_grads_batched=True,
-                    materialize_grads=True,
-                )
-                # a site no head depends on gets zeros without the head dimension (torch 2.13)
-                grads = [g.expand(n, *leaf.shape) for g, leaf in zip(grads, leaves, strict=True)]
+        reference, clean_heads, clean_acts, _ = _run(
+            module, clean.copy(), named, targets, None, False
+        )
+        with gradients_enabled():  # cloned inside: inference tensors cannot enter a graph
+            _, values, corrupt_acts, leaves = _run(
+                module, corrupted.clone(), named, targets, reference, True
+            )
+            grads = _head_gradients(values, leaves)  # (n_heads, *site_shape) per site
     effects, units = [], {}
     for label, grad in zip(named, grads, strict=True):
-        a_clean, a_corrupt = clean_taps[label].value, taps[label].value
+        a_clean, a_corrupt = clean_acts[label], corrupt_acts[label]
         if a_clean.shape != a_corrupt.shape:
             raise ValueError(
                 f"site {label!r} gives shape {tuple(a_clean.shape)} on the clean input and "

@@ -11,6 +11,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import InteractionType, TensorDictModuleBase, set_interaction_type
 from torch import nn
 
+from tdhook_rl.core.intercept import Interception, intercepting
 from tdhook_rl.core.sites import SiteSpec, resolve_sites
 from tdhook_rl.latent.intervened import Intervened
 from tdhook_rl.latent.interventions import Patch
@@ -49,13 +50,46 @@ class PatchingResult:
         return "\n".join(lines)
 
 
-def default_sites(module: nn.Module) -> list[str]:
-    """Every leaf submodule that is not itself a TensorDict module, in forward order."""
-    return [
-        name
+def default_sites(module: nn.Module, td: TensorDictBase | None = None) -> list[str]:
+    """Every leaf submodule that is not itself a TensorDict module, in forward order; with
+    ``td``, only those that output one floating-point tensor when the module runs on it (a
+    state-independent scale such as TorchRL's ``AddStateIndependentNormalScale`` returns a
+    tuple: there is no single activation to patch), and that run at all.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import TensorDictModule
+        >>> class Pair(nn.Module):  # outputs a tuple, as a state-independent scale does
+        ...     def forward(self, x):
+        ...         return x, x.abs()
+        >>> net = TensorDictModule(nn.Sequential(nn.Linear(3, 4), Pair()),
+        ...                        ["observation"], ["loc", "scale"])
+        >>> default_sites(net)
+        ['module.0', 'module.1']
+        >>> default_sites(net, TensorDict(observation=torch.zeros(2, 3), batch_size=[2]))
+        ['module.0']
+    """
+    leaves = [
+        (name, sub)
         for name, sub in module.named_modules()
         if name and not list(sub.children()) and not isinstance(sub, TensorDictModuleBase)
     ]
+    if td is None:
+        return [name for name, _ in leaves]
+    seen: dict[str, bool] = {}
+
+    def watch(name: str) -> Any:
+        def observe(value: Any) -> None:
+            ok = isinstance(value, torch.Tensor) and value.is_floating_point()
+            seen[name] = seen.get(name, True) and ok
+
+        return observe
+
+    watched = [Interception(sub, watch(name), observe=True) for name, sub in leaves]
+    with torch.no_grad(), set_interaction_type(InteractionType.DETERMINISTIC):
+        with intercepting(watched):
+            module(td.copy())
+    return [name for name, _ in leaves if seen.get(name, False)]
 
 
 def _heads(
@@ -110,7 +144,7 @@ def activation_patching(
             f"{tuple(corrupted.batch_size)}; patching matches samples by batch index"
         )
     targets = as_targets(heads, module, kind="head")
-    names = list(sites) if sites is not None else default_sites(module)
+    names = list(sites) if sites is not None else default_sites(module, clean)
     named = resolve_sites(module, names)  # {site_name: site}; a TypeSite gives every match
     labels, resolved = list(named), list(named.values())
     with set_interaction_type(InteractionType.DETERMINISTIC):
@@ -125,9 +159,9 @@ def activation_patching(
             out = Intervened(module, {site: patch})(corrupted.copy())
             patched.append(_heads(targets, out, reference))
     patched_t = torch.stack(patched)  # (n_sites, n_heads, *batch)
-    dims = tuple(range(1, clean_heads.ndim))
-    c, k = clean_heads.mean(dims), corrupt_heads.mean(dims)
-    p = patched_t.mean(tuple(range(2, patched_t.ndim)))
+    n = len(targets)  # means over the batch ((): one sample; mean(()) would reduce all)
+    c, k = clean_heads.reshape(n, -1).mean(1), corrupt_heads.reshape(n, -1).mean(1)
+    p = patched_t.reshape(len(labels), n, -1).mean(-1)
     gap = c - k
     restored = (p - k) / torch.where(gap == 0, torch.nan, gap)
     rows = [

@@ -63,7 +63,7 @@ def atp_vs_exact(
     plt = pyplot()
     n = len(atp.heads)
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.8), squeeze=False)
-    colors = plt.get_cmap("tab20").colors
+    colors = plt.get_cmap("tab10").colors
     for j, (head, ax) in enumerate(zip(atp.heads, axes[0], strict=True)):
         if per == "site":
             xs, ys = exact.restored[:, j].tolist(), atp.estimate[:, j].tolist()

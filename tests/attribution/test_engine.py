@@ -114,3 +114,30 @@ def test_an_empty_batch_gives_empty_attributions(batch, strategy, method):
         assert out["attribution", name, "observation"].shape == (*batch, OBS)
         if method == "ig":
             assert out["attribution", name, "completeness_delta"].shape == batch
+
+
+def test_an_input_no_target_reads_gets_zero_attributions_of_its_shape():
+    """Reverse mode with several targets: autograd returns an unused input's zeros without
+    the batched target dimension; the engine gives them the shape of every other input's."""
+    from tensordict import TensorDict
+    from tensordict.nn import TensorDictModule
+
+    import tdhook_rl as thr
+
+    class UsesFirst(torch.nn.Module):
+        def forward(self, x, unused):
+            return x @ torch.ones(3, 2) + 0 * unused.sum(-1, keepdim=True).detach()
+
+    net = TensorDictModule(UsesFirst(), ["x", "unused"], ["out"])
+    explained = thr.Attributed(
+        net,
+        "saliency",
+        inputs=["x", "unused"],
+        targets={"a": ("out", 0), "b": ("out", 1)},
+        strategy="reverse",
+    )
+    td = explained(TensorDict(x=torch.randn(4, 3), unused=torch.randn(4, 5), batch_size=[4]))
+    for head in ("a", "b"):
+        assert td["attribution", head, "unused"].shape == (4, 5)
+        assert bool((td["attribution", head, "unused"] == 0).all())
+        assert torch.allclose(td["attribution", head, "x"], torch.ones(4, 3))

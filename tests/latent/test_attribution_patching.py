@@ -115,9 +115,7 @@ def _linear_actor_critic():
 def test_matches_the_per_site_per_head_first_order_term(batch_shape):
     module = actor_critic_mlp()
     clean, corrupted = _pair(batch_shape)
-    result = thr.attribution_patching(
-        module, clean, corrupted, MLP_HEADS, MLP_SITES, per_unit=True
-    )
+    result = thr.attribution_patching(module, clean, corrupted, MLP_HEADS, MLP_SITES, per_unit=True)
     assert result.sites == MLP_SITES and result.heads == ["logit1", "value"]
     assert result.effects.shape == (len(MLP_SITES), 2, *batch_shape)
     for i, path in enumerate(MLP_SITES):
@@ -199,9 +197,7 @@ def test_error_is_second_order_on_a_nonlinear_network():
     for eps in (1e-2, 1e-3):
         corrupted = TensorDict(observation=clean["observation"] + eps * direction, batch_size=[16])
         result = thr.attribution_patching(module, clean, corrupted, MLP_HEADS, MLP_SITES)
-        exact = torch.stack(
-            [slow_exact(module, clean, corrupted, MLP_HEADS, p) for p in MLP_SITES]
-        )
+        exact = torch.stack([slow_exact(module, clean, corrupted, MLP_HEADS, p) for p in MLP_SITES])
         errors.append(float((result.effects - exact).abs().max()))
     assert errors[1] < errors[0] / 30  # quadratic: ~100x smaller for a 10x smaller change
 
@@ -223,12 +219,16 @@ def test_works_under_inference_mode_and_leaves_the_module_as_it_was():
         thr.attribution_patching(module, clean, corrupted, {"bad": boom}, MLP_SITES)
     with pytest.raises(RuntimeError, match="not reached"):  # raised after the hooks ran
         thr.attribution_patching(module, clean, corrupted, MLP_HEADS, [_unreached(module)])
+    _assert_untouched(module)
+    torch.testing.assert_close(module(clean.clone())["logits"], before["logits"])
+
+
+def _assert_untouched(module):
     for name, sub in module.named_modules():
         assert not sub._forward_hooks and not sub._forward_pre_hooks, name
         assert "forward" not in sub.__dict__, name
     assert all(p.grad is None for p in module.parameters())
     pickle.dumps(module)
-    torch.testing.assert_close(module(clean.clone())["logits"], before["logits"])
 
 
 def _unreached(module):
@@ -279,6 +279,8 @@ def test_bad_input_names_the_site():
     exact = thr.activation_patching(module, clean, corrupted, heads, MLP_SITES[:2])
     with pytest.raises(ValueError, match="run both with the same sites and heads"):
         result.rank_correlation(exact)
+    for raised_inside in (module, indexed, twice):  # errors raised inside the hooks
+        _assert_untouched(raised_inside)
 
 
 def test_sample_correlation_and_spearman():

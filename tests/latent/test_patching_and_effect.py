@@ -83,3 +83,25 @@ def test_effect_rejects_a_batch_that_is_not_one_copy_per_episode():
             {"module.0.module.0.1": Ablate()},
             episodes=5,
         )
+
+
+def test_patching_a_single_sample_and_default_sites_of_the_shipped_agent():
+    """Batch shape (): the means are over no batch (``mean(())`` reduced everything and the
+    rows failed); the shipped actor's state-independent scale outputs a tuple, so it is no
+    default site (patching it raised)."""
+    from tdhook_rl.agents import load
+    from tdhook_rl.latent.patching import activation_patching, default_sites
+
+    agent = load("double_pendulum")
+    g = torch.Generator().manual_seed(0)
+    clean = TensorDict(observation=torch.randn(9, generator=g))
+    corrupted = TensorDict(observation=torch.randn(9, generator=g))
+    sites = default_sites(agent.actor_critic, clean)
+    assert "module.0.module.0.module.1" not in sites  # AddStateIndependentNormalScale
+    assert "module.0.module.0.module.0.1" in sites
+    result = activation_patching(
+        agent.actor_critic, clean, corrupted, {"policy": "loc", "value": "state_value"}
+    )
+    assert result.sites == sites and result.restored.shape == (len(sites), 2)
+    last = sites.index("module.1.module.4")  # the value's output layer carries it all
+    assert result.restored[last, 1] == pytest.approx(1.0)
