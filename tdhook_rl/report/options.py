@@ -32,6 +32,7 @@ from tdhook_rl.core.loggers import LOGGERS
 __all__ = [
     "DEVICES",
     "METHODS",
+    "NOT_OFFERED",
     "OPPONENTS",
     "ChessOptions",
     "ConnectFourOptions",
@@ -42,15 +43,25 @@ __all__ = [
     "option_help",
 ]
 
-#: the names of :data:`tdhook_rl.attribution.METHODS`, spelled here so that checking
-#: ``--method`` needs no torch (a test keeps the two equal)
+#: the names of :data:`tdhook_rl.attribution.METHODS` the command offers, spelled here so that
+#: checking ``--method`` needs no torch (a test keeps them in the registry). Left out: ``sarfa``
+#: (it needs every action of a head as a target) and ``perturbation_saliency`` (blurs images,
+#: not boards or state vectors); ``exact_shapley`` enumerates 2^features coalitions, so only
+#: the double pendulum's 9 features suit it.
 METHODS: tuple[str, ...] = (
     "ig",
     "integrated_gradients",
     "saliency",
     "input_x_gradient",
     "smoothgrad",
+    "feature_ablation",
+    "exact_shapley",
+    "shapley_value_sampling",
+    "kernel_shap",
+    "lime",
 )
+#: registry names the command does not offer (see above)
+NOT_OFFERED: tuple[str, ...] = ("sarfa", "perturbation_saliency")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 #: the scripted Connect Four opponents (see :func:`tdhook_rl.envs.connect_four.greedy_action`)
 OPPONENTS: tuple[str, ...] = ("random", "greedy")

@@ -85,20 +85,26 @@ def ig_baseline(kind: str, obs_norm: Mapping[str, Any]) -> tuple[torch.Tensor, t
 def pendulum_method(
     name: str, n_steps: int, baseline: torch.Tensor, device: torch.device | str
 ) -> AttributionMethod:
-    """The method called ``name``; integrated gradients get ``n_steps`` and ``baseline``."""
+    """The method called ``name``; integrated gradients get ``n_steps``, and every method with
+    a baseline (IG, the perturbation methods) gets ``baseline``."""
     method = resolve_method(name)
+    kwargs: dict[str, Any] = {}
     if isinstance(method, IntegratedGradients):
-        return IntegratedGradients(n_steps=n_steps, baseline=baseline.to(device))
-    return method
+        kwargs["n_steps"] = n_steps
+    if hasattr(method, "baseline"):
+        kwargs["baseline"] = baseline.to(device)
+    return type(method)(**kwargs) if kwargs else method
 
 
 def method_text(method: AttributionMethod, baseline: str) -> str:
-    """``repr(method)`` with IG's baseline tensor replaced by its name (``"upright"``)."""
+    """``repr(method)`` with the baseline tensor replaced by its name (``"upright"``)."""
     if isinstance(method, IntegratedGradients):
         return (
             f"IntegratedGradients(n_steps={method.n_steps}, rule={method.rule!r}, "
             f"baseline={baseline!r})"
         )
+    if hasattr(method, "baseline"):
+        return f"{type(method).__name__}(baseline={baseline!r})"
     return repr(method)
 
 
@@ -163,9 +169,14 @@ def attribution_section(
     if baseline is not None:
         kind, standardized, raw = baseline
         report.paragraph(
-            f"Baseline of integrated gradients: the {_baseline_text(kind)}; attributions of a "
-            "step sum to the head's output there minus its output at this baseline. In "
-            "physical units and in the network's standardized units:"
+            f"Baseline: the {_baseline_text(kind)}"
+            + (
+                "; attributions of a step sum to the head's output there minus its output at "
+                "this baseline (the completeness delta measures how closely)"
+                if method.has_convergence_delta
+                else ", the value an observation entry is replaced by when it is removed"
+            )
+            + ". In physical units and in the network's standardized units:"
         )
         report.table(
             ["feature", "baseline (physical)", "baseline (standardized)"],
