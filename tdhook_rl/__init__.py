@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below
     from tdhook_rl import attribution, evaluate, interventions, probes, targets
-    from tdhook_rl.attributed import Attributed
+    from tdhook_rl.attributed import Attributed, attribution_disabled
     from tdhook_rl.core.sites import KeySite, ModuleSite, TypeSite, of_type
     from tdhook_rl.latent.attribution_patching import attribution_patching
     from tdhook_rl.latent.intervened import Intervened, get, intervene, set
@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 # public name -> the module defining it (submodules map to themselves)
 _LAZY: dict[str, str] = {
     "Attributed": "tdhook_rl.attributed",
+    "attribution_disabled": "tdhook_rl.attributed",
     "Intervened": "tdhook_rl.latent.intervened",
     "KeySite": "tdhook_rl.core.sites",
     "ModuleSite": "tdhook_rl.core.sites",
@@ -75,6 +76,7 @@ __all__ = [
     "__version__",
     "activation_patching",
     "attribution",
+    "attribution_disabled",
     "attribution_patching",
     "evaluate",
     "get",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -79,7 +80,7 @@ def ppo_loop(wrap: str | None, frames: int = 64, minibatch: int = 16) -> dict:
             run["actions"].append(batch["action"].clone())
             gae(batch)
             for mb in batch.reshape(-1).split(minibatch):
-                context = loss_critic.disabled() if wrap == "critic" else _nothing()
+                context = loss_critic.disabled() if wrap == "critic" else nullcontext()
                 with context:
                     losses = loss_module(mb)
                 loss = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"]
@@ -92,14 +93,6 @@ def ppo_loop(wrap: str | None, frames: int = 64, minibatch: int = 16) -> dict:
         shutdown_collector(collector)
     run["params"] = [p.detach().clone() for p in loss_module.parameters()]
     return run
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def assert_same_run(a: dict, b: dict) -> None:
@@ -153,7 +146,7 @@ def test_exclude_outputs_must_name_an_output():
                        exclude_outputs=["value"])  # fmt: skip
 
 
-def counted(explained: thr.Attributed) -> list[int]:
+def counted(explained: thr.Attributed, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the attribution passes of ``explained`` (one per ``method.attribute`` call)."""
     calls = [0]
     attribute = explained.method.attribute
@@ -162,16 +155,16 @@ def counted(explained: thr.Attributed) -> list[int]:
         calls[0] += 1
         return attribute(*args, **kwargs)
 
-    explained.method.attribute = counting
+    monkeypatch.setattr(explained.method, "attribute", counting)
     return calls
 
 
-def test_loss_calls_skip_the_attribution_pass_when_disabled():
+def test_loss_calls_skip_the_attribution_pass_when_disabled(monkeypatch):
     """ClipPPOLoss calls the critic once per loss call; inside disabled() (this wrapper) or
     attribution_disabled() (all) that call only runs the module, with the same losses."""
     actor, critic = actor_and_critic()
     explained = thr.Attributed(critic, "ig", inputs=["observation"], targets={"v": "state_value"})
-    calls = counted(explained)
+    calls = counted(explained, monkeypatch)
     env = PointMassEnv(batch_size=(4,))
     with torch.no_grad():
         batch = env.rollout(8, actor)
