@@ -15,6 +15,7 @@ import torch
 
 from benchmarks import (
     atp,
+    faithfulness,
     footprint,
     gpu_rollout,
     ig_memory,
@@ -35,6 +36,7 @@ BENCHMARKS: dict[str, Callable[[RunConfig], BenchmarkResult]] = {
     footprint.NAME: footprint.run,
     atp.NAME: atp.run,
     perturbation.NAME: perturbation.run,
+    faithfulness.NAME: faithfulness.run,
 }
 HERE = Path(__file__).resolve().parent
 # blocks of any size come from the reusable heap, and the heap top is never trimmed

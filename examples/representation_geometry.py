@@ -6,17 +6,18 @@ moves, a ``--explore`` fraction of them replaced by random legal moves (the agen
 its favourite lines); repeated positions (every game starts from the same empty board) are kept
 once. ``thr.Recorded`` writes the activations of
 the trunk's convolution (before its ReLU, 64 x 3 x 4 units), the two 256-wide layers of its
-MLP and the value head's hidden layer. For each layer, and the board itself (``observation``):
+MLP and the value head's hidden layer. Reported:
 
-- the TwoNN intrinsic dimension of each recorded layer (Facco et al. 2017; the paper's linear fit with 10% of the
-  ratios discarded, and the maximum-likelihood estimate beside it), with a spread from
-  ``--splits`` disjoint subsets of the positions (boxes in the figure; a subset holds fewer
-  points, and TwoNN estimates shrink with the sample), and the same for a randomly
-  re-initialized copy of the network; the board itself is left out (it is binary: most of its
-  nearest-neighbour ratios tie at 1, where TwoNN's continuous model does not hold);
-- linear CKA between every pair of layers (Kornblith et al. 2019; biased and debiased), and
-  between each layer of the trained agent and the same layer of ``thr.probes.randomized_copy``
-  (same positions): how much of a layer's geometry training made.
+- the TwoNN intrinsic dimension of each recorded layer (Facco et al. 2017; the paper's linear
+  fit with 10% of the ratios discarded, and the maximum-likelihood estimate beside it), with
+  a spread from ``--splits`` disjoint subsets of the positions (boxes in the figure; a subset
+  holds fewer points, and TwoNN estimates shrink with the sample), and the same for a
+  randomly re-initialized copy of the network; the board itself is left out (it is binary:
+  most of its nearest-neighbour ratios tie at 1, where TwoNN's continuous model fails);
+- linear CKA between every pair of layers and the board (``observation``) (Kornblith et al.
+  2019; biased and debiased), and between each layer of the trained agent and the same layer
+  of ``thr.probes.randomized_copy`` (same positions): how much of a layer's geometry
+  training made.
 
 Run:  python examples/representation_geometry.py [--games 256] [--plies 30] [--out geometry]
 Writes: OUT/representation_geometry.json and OUT/representation_geometry.png

@@ -266,6 +266,36 @@ def test_random_frames_are_marked_not_measured(init_random_frames):
     assert stored["attribution", "q", "valid"].sum() == 32 - random_frames
 
 
+def test_recorded_random_frames_are_marked_and_probes_skip_them():
+    """The same for Recorded: its activations_valid flag is False on the collector's
+    zero-filled random frames, and fit_probes leaves those steps out (a probe of a unit on
+    its own value is exact on the measured steps, and would not be on the zeros)."""
+    env = DiscretePointMass((2,))
+    torch.manual_seed(0)
+    q_actor = QValueActor(mlp(OBS, 3, 16), in_keys=["observation"], spec=Categorical(3))
+    recorded = thr.Recorded(q_actor, {"h": "module.0.module.1"})
+    collector = Collector(env, recorded, frames_per_batch=8, total_frames=32, init_random_frames=16)
+    try:
+        batches = [batch.clone() for batch in collector]
+    finally:
+        shutdown_collector(collector)
+    data = torch.cat(batches, dim=-1)  # [envs, 16 steps]
+    valid = data["activations_valid"]
+    assert torch.equal(valid, torch.arange(16).expand(2, 16) >= 8)
+    assert data["activations", "h"][~valid].abs().max() == 0  # zero-filled, not measured
+    # a label that is off by 5 on the zero-filled steps: they would dominate a probe
+    data["label"] = data["observation"][..., 0] + 5.0 * (~valid).float()
+    label = {"x": "label"}
+    rows = thr.probes.fit_probes(data, ["h"], label, held_out=0.5).rows
+    measured = thr.probes.fit_probes(data[:, 8:], ["h"], label, held_out=0.5).rows
+    assert rows[0]["n_train"] + rows[0]["n_test"] == int(valid.sum()) == 16
+    assert rows[0]["r2"] == pytest.approx(measured[0]["r2"])  # as if they were not there
+    data["activations_valid"] = torch.ones_like(valid)  # pretend the zeros were measured
+    polluted = thr.probes.fit_probes(data, ["h"], label, held_out=0.5).rows
+    assert polluted[0]["n_train"] + polluted[0]["n_test"] == 32
+    assert polluted[0]["r2"] != pytest.approx(rows[0]["r2"])
+
+
 def plain_checkpoint(storage_cls, actor) -> str:
     """A replay buffer written by a run without the wrapper, saved with ``dumps``."""
     collector = Collector(PointMassEnv((2,)), actor, frames_per_batch=8, total_frames=16)

@@ -57,6 +57,8 @@ class SparseAutoencoder(nn.Module):
         True
     """
 
+    input_scale: torch.Tensor  # a buffer: the RMS of the centred activations per unit
+
     def __init__(
         self,
         d_in: int,
@@ -262,8 +264,8 @@ class SAEFeature(Intervention):
             )
         with torch.no_grad():
             direction = self.sae.decoder[:, self.feature].detach().to(activation.dtype)
-            if self.alpha is not None:
-                return activation + self.alpha * direction
+            if self.value is None:
+                return activation + float(self.alpha or 0.0) * direction
             current = self.sae.encode(activation.detach())[..., self.feature : self.feature + 1]
             shift = (self.value - current) * self.sae.input_scale
         return activation + shift.to(activation.dtype) * direction

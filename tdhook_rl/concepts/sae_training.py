@@ -368,7 +368,8 @@ def sae_metrics(
     """
     device = sae.decoder.device
     start = activation_batches(data, key, batch_size, shuffle=False, device=device)
-    n, sse, l0 = 0, 0.0, 0.0
+    n = 0
+    sse = l0 = torch.zeros((), dtype=torch.float64, device=device)
     s = q = fired = None
     for x in start():
         x = x.to(sae.decoder.dtype)

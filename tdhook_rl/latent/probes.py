@@ -25,6 +25,7 @@ from torch import nn
 from tdhook_rl.core.keys import as_key, key_tuple
 from tdhook_rl.latent._statistics import _ClassCounts, _ClassScore, _Moments, _Scaler, _standardize
 from tdhook_rl.latent.linear_probes import LogisticProbe, RidgeProbe
+from tdhook_rl.latent.recorded import valid_key
 from tdhook_rl.latent.splits import LabelSpec, split_batches
 
 # defined here; the public home of every probe name is tdhook_rl.probes
@@ -194,7 +195,8 @@ def _site_names(data: Any, sites: Sequence[str] | None, root: tuple[str, ...], w
 
 def _probe(data, sites, labels, kind, make, options, root, held_out, seed, batch_size):
     keys = [(*root, s) for s in sites]
-    start = split_batches(data, labels, keys, held_out, seed, batch_size)
+    flag = valid_key(root if len(root) > 1 else root[0])  # steps Recorded did not measure
+    start = split_batches(data, labels, keys, held_out, seed, batch_size, valid=flag)
     names = list(labels)
 
     def batches() -> Iterator[tuple[TensorDictBase, torch.Tensor, torch.Tensor]]:

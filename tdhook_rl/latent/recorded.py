@@ -89,6 +89,8 @@ class Recorded(TransparentWrapper):
         self.sites: dict[str, Site] = resolve_sites(module, sites)
         self.out_key = as_key(out_key, "out_key")
         _check_out_key(module, self.out_key)
+        self.valid_key = valid_key(self.out_key)
+        _check_out_key(module, self.valid_key)
         self.packed = bool(packed)
         if self.packed:
             _check_no_packed_below(module, self.out_key)
@@ -98,6 +100,7 @@ class Recorded(TransparentWrapper):
             self.out_keys = [*module.out_keys, self.out_key]
         else:
             self.out_keys = list(module.out_keys) + [(*root, name) for name in self.sites]
+        self.out_keys.append(self.valid_key)
 
     def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
         if inside_functional_transform():
@@ -116,6 +119,9 @@ class Recorded(TransparentWrapper):
             value = _checked(name, site, found, batch)
             # under no_grad (collectors, env.rollout) there is nothing to detach from
             values[name] = value.detach() if value.requires_grad else value
+        # measured here: a collector's zero-filled steps the wrapper did not run (random
+        # frames) read False, and probes skip them
+        out.set(self.valid_key, torch.ones(batch, dtype=torch.bool, device=out.device))
         existing = out.get(self.out_key, None)
         if self.packed:
             out.set(self.out_key, self._pack(values, batch, existing))
@@ -247,14 +253,34 @@ def _check_no_packed_below(module: nn.Module, out_key: NestedKey) -> None:
         module = module.wrapped
 
 
+def valid_key(out_key: NestedKey) -> NestedKey:
+    """The boolean entry :class:`Recorded` writes beside ``out_key``, True on every step it
+    recorded. TorchRL's collector preallocates its batch from the policy's first call and
+    zero-fills it, so steps the wrapper did not run (``init_random_frames``) read False there
+    and zeros in the activations; :func:`~tdhook_rl.probes.fit_probes` leaves them out.
+
+    Examples:
+        >>> valid_key("activations"), valid_key(("agent", "acts"))
+        ('activations_valid', ('agent', 'acts_valid'))
+    """
+    parts = key_tuple(out_key)
+    if len(parts) == 1:
+        return f"{parts[0]}_valid"
+    return (*parts[:-1], f"{parts[-1]}_valid")
+
+
 def _check_out_key(module: nn.Module, out_key: NestedKey) -> None:
     """``out_key`` may not overlap a key the module reads or writes, except the entries of
     other ``Recorded`` wrappers inside that share the root."""
     root = key_tuple(out_key)
-    shared = any(isinstance(sub, Recorded) and sub.out_key == out_key for sub in module.modules())
+    inner = [sub for sub in module.modules() if isinstance(sub, Recorded)]
+    shared = any(sub.out_key == out_key for sub in inner)
+    flags = {key_tuple(sub.valid_key) for sub in inner}  # nested wrappers share the flag
     reads = list(getattr(module, "in_keys", []))
     for key in [*reads, *written_keys(module)]:
         parts = key_tuple(key)
+        if parts in flags and key not in reads:
+            continue
         if shared and len(parts) > len(root) and parts[: len(root)] == root:
             continue
         n = min(len(parts), len(root))

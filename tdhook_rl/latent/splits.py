@@ -240,6 +240,7 @@ def split_batches(
     held_out: float,
     seed: int,
     batch_size: int | None,
+    valid: NestedKey | None = None,
 ) -> Callable[[], Iterator[tuple[TensorDictBase, TensorDictBase, torch.Tensor]]]:
     """Returns a function that starts one pass over ``data``, yielding flat
     ``(features, labels, test_mask)`` triples: ``features`` holds ``keys``, ``labels`` comes
@@ -249,11 +250,15 @@ def split_batches(
     ``batch_size`` steps (one chunk if ``None``). A replay buffer is read in slices
     ``rb[i:i + batch_size]`` (default 4096); an episode is held out when the seeded hash of
     its id is below ``held_out``, so the split is the same whichever slice holds the episode.
+    Steps whose boolean entry ``valid`` is False (not measured, e.g. a collector's random
+    frames) are dropped too, where ``data`` holds that entry.
     """
     check_held_out(held_out)
     if isinstance(data, TensorDictBase):
         train, test = episode_split(data, held_out, seed)
         keep = train | test
+        if valid is not None and valid in data.keys(True):
+            keep = keep & data.get(valid).reshape(keep.shape).bool()
         flat_y = labels_from(data, labels)[keep]  # (*batch) -> (n,)
         flat_x, test = data.select(*keys)[keep], test[keep]
         step = batch_size or max(flat_x.shape[0], 1)
@@ -280,6 +285,8 @@ def split_batches(
             batch = data[i : i + step]
             ids = ids_of(batch)
             keep = ids >= 0
+            if valid is not None and valid in batch.keys(True):
+                keep = keep & batch.get(valid).reshape(keep.shape).bool()
             test = hashed_unit(ids, seed) < held_out
             yield batch.select(*keys)[keep], labels_from(batch, labels)[keep], test[keep]
 

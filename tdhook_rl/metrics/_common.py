@@ -60,12 +60,22 @@ class Setting:
             start += size
         return out
 
-    def evaluate(self, flat: torch.Tensor) -> torch.Tensor:
+    def evaluate(self, flat: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Every target of the engine at the inputs ``flat`` ``(*lead, *batch, F)``, in one
-        forward: ``(n_targets, *lead, *batch)``."""
+        forward (or one per ``chunk_size`` perturbed copies of the batch):
+        ``(n_targets, *lead, *batch)``."""
         lead = tuple(flat.shape[: flat.ndim - 1 - len(self.batch)])
+        n = math.prod(lead)
         with torch.no_grad():
-            return self.engine.evaluate(self.split(flat), lead)
+            if chunk_size is None or n <= chunk_size:
+                return self.engine.evaluate(self.split(flat), lead)
+            rows = flat.reshape(n, *flat.shape[len(lead) :])  # (*lead, ...) -> (n, ...)
+            parts = [
+                self.engine.evaluate(self.split(part), (part.shape[0],))
+                for part in rows.split(chunk_size)
+            ]
+            out = torch.cat(parts, 1)  # (n_targets, n, *batch)
+            return out.reshape(out.shape[0], *lead, *self.batch)
 
     def head_rows(self, out: torch.Tensor) -> torch.Tensor:
         """``(n_targets, H, ...)`` -> ``(H, ...)``: head ``h``'s target on slice ``h``."""
@@ -216,6 +226,14 @@ def generator(seed: int) -> torch.Generator:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     return torch.Generator().manual_seed(seed)
+
+
+def check_chunk_size(chunk_size: int | None) -> int | None:
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    return chunk_size
 
 
 def check_k(k: int, n_features: int, what: str = "k") -> int:

@@ -18,6 +18,7 @@ from tdhook_rl.metrics._common import (
     Baseline,
     as_baseline,
     bind,
+    check_chunk_size,
     check_k,
     generator,
     prepare,
@@ -95,6 +96,7 @@ def deletion_curve(
     n_random: int = 8,
     seed: int = 0,
     agreement: NestedKey | None = None,
+    chunk_size: int | None = None,
 ) -> CurveResult:
     """Removes each head's top-k features (by ``|attribution|``, replaced by ``baseline``) for
     every k at once and reads every target: a faithful attribution makes its target fall
@@ -117,6 +119,8 @@ def deletion_curve(
         seed: seeds the random orderings (a generator of their own).
         agreement: a key of per-action scores (``"logits"``, ``"action_value"``) for the
             greedy-action agreement curves of discrete heads.
+        chunk_size: at most this many perturbed copies of the batch per forward (default:
+            all ``(H + n_random) * K`` in one); bounds memory for large inputs (pixels).
 
     Returns:
         A :class:`CurveResult`.
@@ -134,7 +138,17 @@ def deletion_curve(
         (torch.Size([5, 8]), torch.Size([8]))
     """
     return _curve(
-        "deletion", explained, td, heads, ks, fractions, baseline, n_random, seed, agreement
+        "deletion",
+        explained,
+        td,
+        heads,
+        ks,
+        fractions,
+        baseline,
+        n_random,
+        seed,
+        agreement,
+        chunk_size,
     )
 
 
@@ -149,6 +163,7 @@ def insertion_curve(
     n_random: int = 8,
     seed: int = 0,
     agreement: NestedKey | None = None,
+    chunk_size: int | None = None,
 ) -> CurveResult:
     """Starts from ``baseline`` and restores each head's top-k features for every k at once:
     a faithful attribution recovers the target faster than random orderings. Arguments as
@@ -167,11 +182,22 @@ def insertion_curve(
         True
     """
     return _curve(
-        "insertion", explained, td, heads, ks, fractions, baseline, n_random, seed, agreement
+        "insertion",
+        explained,
+        td,
+        heads,
+        ks,
+        fractions,
+        baseline,
+        n_random,
+        seed,
+        agreement,
+        chunk_size,
     )
 
 
-def _curve(mode, explained, td, heads, ks, fractions, baseline, n_random, seed, agreement):
+def _curve(mode, explained, td, heads, ks, fractions, baseline, n_random, seed, agreement, chunk):
+    check_chunk_size(chunk)
     setting = prepare(explained, td, heads)
     n_features = setting.n_features
     k = _ks(ks, fractions, n_features)
@@ -200,7 +226,7 @@ def _curve(mode, explained, td, heads, ks, fractions, baseline, n_random, seed, 
         values = torch.where(chosen, base, x)
     else:
         values = torch.where(chosen, x, base)
-    out = setting.evaluate(values)  # (n_targets, H + R, K, *batch): one forward
+    out = setting.evaluate(values, chunk)  # (n_targets, H + R, K, *batch): one forward
     own = setting.head_rows(out[:, :n_heads])  # (H, K, *batch)
     chance = setting.head_values(out[:, n_heads:]).mean(1)  # (H, K, *batch)
     ks_t = torch.tensor(k, device=x.device)

@@ -11,7 +11,7 @@ import torch
 from tensordict import TensorDictBase
 
 from tdhook_rl.attributed import Attributed
-from tdhook_rl.metrics._common import generator, prepare, random_ranks
+from tdhook_rl.metrics._common import check_chunk_size, generator, prepare, random_ranks
 
 
 @dataclass
@@ -80,6 +80,7 @@ def infidelity(
     std: float = 0.1,
     seed: int = 0,
     normalize: bool = False,
+    chunk_size: int | None = None,
 ) -> InfidelityResult:
     """Infidelity: how badly ``attribution . I`` predicts the target's drop
     ``f(x) - f(x - I)`` under random perturbations ``I`` (captum's definition, with its
@@ -97,6 +98,8 @@ def infidelity(
         std: standard deviation of each feature's perturbation.
         seed: seeds the perturbations and the random-attribution permutations.
         normalize: captum's ``normalize``.
+        chunk_size: at most this many perturbed copies of the batch per forward (default:
+            all ``1 + n_perturb_samples`` in one).
 
     Returns:
         An :class:`InfidelityResult`.
@@ -114,12 +117,13 @@ def infidelity(
         True
     """
     _check_n(n_perturb_samples)
+    check_chunk_size(chunk_size)
     setting = prepare(explained, td, heads)
     x = setting.x
     perturb = gaussian_perturbations((n_perturb_samples, *x.shape), std, seed, x.device)
     with torch.no_grad():
         both = torch.cat([x[None], x[None] - perturb])  # (1 + n, *batch, F): one forward
-        out = setting.head_values(setting.evaluate(both))  # (H, 1 + n, *batch)
+        out = setting.head_values(setting.evaluate(both, chunk_size))  # (H, 1 + n, *batch)
         drop = out[:, :1] - out[:, 1:]  # (H, n, *batch): f(x) - f(x - I)
         attr = torch.stack([setting.attributions[h] for h in setting.heads])  # (H, *batch, F)
         shuffle = random_ranks(tuple(x.shape[:-1]), x.shape[-1], generator(seed + 1), x.device)

@@ -12,7 +12,14 @@ import torch
 from tensordict import TensorDictBase
 
 from tdhook_rl.attributed import Attributed
-from tdhook_rl.metrics._common import check_k, generator, prepare, random_ranks, ranks
+from tdhook_rl.metrics._common import (
+    check_chunk_size,
+    check_k,
+    generator,
+    prepare,
+    random_ranks,
+    ranks,
+)
 
 
 @dataclass
@@ -45,6 +52,7 @@ def prediction_gap(
     std: float = 0.1,
     n_samples: int = 10,
     seed: int = 0,
+    chunk_size: int | None = None,
 ) -> PredictionGapResult:
     """PGI and PGU of each head: Gaussian noise ``N(0, std^2)`` added to the top-k (bottom-k,
     random k) features by ``|attribution|``; the mean absolute change of the head's target.
@@ -61,6 +69,8 @@ def prediction_gap(
         std: standard deviation of the noise.
         n_samples: noise draws per sample.
         seed: seeds the noise and the random feature subsets.
+        chunk_size: at most this many perturbed copies of the batch per forward (default:
+            all ``(2 H + 1) * (1 + n_samples)`` in one).
 
     Returns:
         A :class:`PredictionGapResult`.
@@ -80,6 +90,7 @@ def prediction_gap(
         >>> float(gap.pgu["value"].max()), bool((gap.pgi["value"] > 0).all())
         (0.0, True)
     """
+    check_chunk_size(chunk_size)
     setting = prepare(explained, td, heads)
     n_features = setting.n_features
     check_k(k, n_features)
@@ -98,7 +109,7 @@ def prediction_gap(
     masks = torch.cat([top.expand(full), bottom.expand(full), chance])
     values = x + noise * masks  # (2H + 1, n, *batch, F)
     flat = torch.cat([x.expand(len(masks), 1, *x.shape), values], 1)  # the clean x first
-    out = setting.evaluate(flat)  # (n_targets, 2H + 1, 1 + n, *batch): one forward
+    out = setting.evaluate(flat, chunk_size)  # (n_targets, 2H + 1, 1 + n, *batch): one forward
     gap = (out[:, :, 1:] - out[:, :, :1]).abs().mean(2)  # (n_targets, 2H + 1, *batch)
     pgi = setting.head_rows(gap[:, :n_heads])
     pgu = setting.head_rows(gap[:, n_heads : 2 * n_heads])

@@ -6,6 +6,7 @@ correlation per sample). A map that barely changes does not depend on what was l
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -154,7 +155,9 @@ def randomization_check(
     private = copy.deepcopy(explained)  # its targets and engine follow the copied module
     setting = prepare(private, td, heads)  # the original attributions, read from td
     originals = _parameters(private.wrapped, layers, clone=True)
-    drawn = _parameters(randomized_copy(explained.wrapped, seed), layers, clone=False)
+    with warnings.catch_warnings():  # parameters outside ``layers`` are never read here
+        warnings.filterwarnings("ignore", "randomized_copy: no reset_parameters", UserWarning)
+        drawn = _parameters(randomized_copy(explained.wrapped, seed), layers, clone=False)
     mine = _parameters(private.wrapped, layers, clone=False)
     original = torch.stack([setting.attributions[h] for h in setting.heads])  # (H, *b, F)
     rows = []

@@ -68,28 +68,28 @@ def test_twonn_errors():
         twonn(torch.randn(10))
 
 
-def hsic_slow(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+def hsic_slow(k: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Kornblith et al. 2019, eq. 3: tr(K H L H) / (n - 1)^2 with H = I - 11'/n."""
     n = k.shape[0]
     h = torch.eye(n, dtype=k.dtype) - torch.ones(n, n, dtype=k.dtype) / n
-    return torch.trace(k @ h @ l @ h) / (n - 1) ** 2
+    return torch.trace(k @ h @ g @ h) / (n - 1) ** 2
 
 
-def hsic_unbiased_slow(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+def hsic_unbiased_slow(k: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Song et al. 2012, eq. 5, on Gram matrices with their diagonals zeroed."""
     n = k.shape[0]
-    k, l = k - torch.diag(k.diagonal()), l - torch.diag(l.diagonal())
+    k, g = k - torch.diag(k.diagonal()), g - torch.diag(g.diagonal())
     one = torch.ones(n, 1, dtype=k.dtype)
-    first = torch.trace(k @ l)
-    second = (one.T @ k @ one) * (one.T @ l @ one) / ((n - 1) * (n - 2))
-    third = 2 / (n - 2) * (one.T @ k @ l @ one)
+    first = torch.trace(k @ g)
+    second = (one.T @ k @ one) * (one.T @ g @ one) / ((n - 1) * (n - 2))
+    third = 2 / (n - 2) * (one.T @ k @ g @ one)
     return ((first + second - third) / (n * (n - 3))).squeeze()
 
 
 def cka_slow(x: torch.Tensor, y: torch.Tensor, hsic) -> torch.Tensor:
     x, y = x.double(), y.double()
-    k, l = x @ x.T, y @ y.T
-    return hsic(k, l) / (hsic(k, k) * hsic(l, l)).sqrt()
+    k, g = x @ x.T, y @ y.T  # the Gram matrices K and L
+    return hsic(k, g) / (hsic(k, k) * hsic(g, g)).sqrt()
 
 
 @pytest.mark.parametrize("debiased", [False, True], ids=["biased", "debiased"])

@@ -159,7 +159,7 @@ def test_checkpoints_round_trip(tmp_path):
         assert torch.equal(value, loaded.state_dict()[name]), name
     assert torch.equal(loaded(x[:5]), sae(x[:5]))
     torch.save({"weights": 1}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a checkpoint written by SparseAutoencoder.save"):
+    with pytest.raises(ValueError, match=r"not a checkpoint written by SparseAutoencoder\.save"):
         SparseAutoencoder.load(tmp_path / "other.pt")
 
 

@@ -118,3 +118,20 @@ def test_bad_inputs_are_clear_errors(mlp_case):
         deletion_curve(explained, td, agreement="q")
     with pytest.raises(TypeError, match="measure an Attributed wrapper"):
         deletion_curve(explained.wrapped, td)
+
+
+def test_chunks_give_the_same_numbers(mlp_case):
+    from tdhook_rl.metrics import infidelity, prediction_gap
+
+    _, explained, td = mlp_case("saliency", (4, 3))
+    whole = deletion_curve(explained, td, n_random=3)
+    chunked = deletion_curve(explained, td, n_random=3, chunk_size=7)
+    for head in whole.values:
+        torch.testing.assert_close(chunked.values[head], whole.values[head])
+        torch.testing.assert_close(chunked.random[head], whole.random[head])
+    a, b = infidelity(explained, td), infidelity(explained, td, chunk_size=4)
+    torch.testing.assert_close(a.infidelity["value"], b.infidelity["value"])
+    a, b = prediction_gap(explained, td, 2), prediction_gap(explained, td, 2, chunk_size=5)
+    torch.testing.assert_close(a.pgi["value"], b.pgi["value"])
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        deletion_curve(explained, td, chunk_size=0)
