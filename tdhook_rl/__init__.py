@@ -23,7 +23,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below
-    from tdhook_rl import attribution, evaluate, interventions, probes, targets
+    from tdhook_rl import attribution, evaluate, interventions, metrics, probes, targets
     from tdhook_rl.attributed import Attributed, attribution_disabled
     from tdhook_rl.core.sites import KeySite, ModuleSite, TypeSite, of_type
     from tdhook_rl.latent.attribution_patching import attribution_patching
@@ -49,7 +49,7 @@ _LAZY: dict[str, str] = {
     "intervene": "tdhook_rl.latent.intervened",
     "set": "tdhook_rl.latent.intervened",
 }
-_SUBMODULES = ("attribution", "evaluate", "interventions", "probes", "targets")
+_SUBMODULES = ("attribution", "evaluate", "interventions", "metrics", "probes", "targets")
 
 
 def __getattr__(name: str) -> Any:
@@ -82,6 +82,7 @@ __all__ = [
     "get",
     "intervene",
     "interventions",
+    "metrics",
     "of_type",
     "probes",
     "set",

@@ -19,6 +19,7 @@ LAYERS = [
     ("attributed",),
     ("latent",),
     ("probes", "interventions", "evaluate"),
+    ("metrics", "concepts"),
     ("viz",),
     ("callbacks",),
     ("envs", "agents", "report"),

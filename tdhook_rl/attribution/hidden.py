@@ -1,0 +1,158 @@
+"""Hidden sites as attribution inputs: the activation a submodule outputs (or receives, or a
+key a sub-module writes), replaced by the engine's values during its passes.
+
+``Attributed(..., inputs=["observation", "module.0.module.1"])`` attributes every target to
+the observation *and* to that layer's units: the engine runs the module with the site's
+activation replaced by the values it differentiates (or perturbs), through the one
+interception mechanism of :mod:`tdhook_rl.core.intercept`. Per method this gives captum's
+layer methods: ``Saliency`` the gradient at the activation (``LayerGradient``),
+``InputXGradient`` activation x gradient (``LayerGradientXActivation``),
+``IntegratedGradients`` the path from the site's activation under the baseline *input* to its
+actual activation (``LayerIntegratedGradients``), perturbation methods the activation's
+units replaced by their baseline activation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+from tensordict import NestedKey, TensorDictBase
+from torch import nn
+
+from tdhook_rl.core.intercept import Interception
+from tdhook_rl.core.sites import KeySite, Site
+from tdhook_rl.core.vmap import is_vmapped
+
+__all__ = ["HiddenSite", "hidden_site", "replacing"]
+
+#: where the activations of hidden sites under the baseline input are kept in the context
+BASELINE_ROOT = "_hidden_site_baseline"
+
+
+@dataclass(frozen=True, eq=False)
+class HiddenSite:
+    """A hidden site used as an attribution input (a key of the engine's values).
+
+    Attributes:
+        name: the site's name (:func:`~tdhook_rl.core.sites.site_name`); results are written
+            under ``(out_key, target, name)``.
+        site: the resolved site.
+        module: the submodule intercepted (for a key site, the one that writes the key).
+    """
+
+    name: str
+    site: Site
+    module: nn.Module = field(repr=False)
+
+    @property
+    def io(self) -> str:
+        return "output" if isinstance(self.site, KeySite) else self.site.io
+
+    @property
+    def baseline_key(self) -> tuple[str, str]:
+        """The context entry holding this site's activation under the baseline input."""
+        return (BASELINE_ROOT, self.name)
+
+    def read(self, value: Any) -> torch.Tensor:
+        """The activation in what the intercepted module returns (or receives)."""
+        if isinstance(self.site, KeySite):
+            value = value.get(self.site.key)
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"hidden site {self.name!r} gives a {type(value).__name__}, not a tensor; "
+                "attribute to a submodule that outputs one tensor (or a key it writes)"
+            )
+        if is_vmapped(value):
+            raise ValueError(
+                f"hidden site {self.name!r} runs inside torch.vmap (e.g. the per-agent networks "
+                "of MultiAgentMLP(share_params=False)); attribute to a site outside it"
+            )
+        if not value.is_floating_point():
+            raise TypeError(f"hidden site {self.name!r} is {value.dtype}: gradients need floats")
+        return value
+
+    def interception(self, fn: Any, observe: bool = False) -> Interception:
+        return Interception(self.module, partial(_through, self, fn), self.io, observe)
+
+    def __hash__(self) -> int:
+        return hash((HiddenSite, self.name))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HiddenSite) and other.name == self.name
+
+
+def hidden_site(module: nn.Module, name: str, site: Site) -> HiddenSite:
+    """The :class:`HiddenSite` of ``site`` (resolved in ``module``), named ``name``."""
+    if isinstance(site, KeySite):
+        found = None
+        for sub in module.modules():
+            if sub is not module and site.key in (getattr(sub, "out_keys", None) or []):
+                found = sub  # pre-order: the last match is the innermost writer
+        if found is None:
+            raise ValueError(f"no submodule writes {site.key!r}: it cannot be attributed to")
+        return HiddenSite(name, site, found)
+    return HiddenSite(name, site, module.get_submodule(site.path))
+
+
+def _through(site: HiddenSite, fn: Any, value: Any) -> Any:
+    """Applies ``fn`` to the activation inside what the intercepted module gives."""
+    new = fn(site.read(value))
+    if new is None or not isinstance(site.site, KeySite):
+        return new
+    value.set(site.site.key, new)
+    return value
+
+
+def replacing(site: HiddenSite, values: torch.Tensor) -> Interception:
+    """The site's activation replaced by ``values`` (same shape), for one engine pass."""
+
+    def replace(activation: torch.Tensor) -> torch.Tensor:
+        if activation.shape != values.shape:
+            raise ValueError(
+                f"hidden site {site.name!r} gives shape {tuple(activation.shape)} in the "
+                f"attribution pass, but its values have shape {tuple(values.shape)}: a site "
+                "must keep the batch as its leading dimensions (record one before the batch "
+                "is reshaped)"
+            )
+        return values
+
+    return site.interception(replace)
+
+
+def captured(sites: list[HiddenSite], store: dict[str, torch.Tensor]) -> list[Interception]:
+    """Observers keeping each site's first activation of a call in ``store``."""
+
+    def keep(name: str, value: torch.Tensor) -> None:
+        store.setdefault(name, value)
+
+    return [s.interception(partial(keep, s.name), observe=True) for s in sites]
+
+
+def checked_activation(
+    site: HiddenSite, value: torch.Tensor | None, batch: torch.Size
+) -> torch.Tensor:
+    """The activation recorded in the module's own call: produced, with the batch leading."""
+    if value is None:
+        raise RuntimeError(
+            f"hidden site {site.name!r} was not reached in the module's forward pass; "
+            "attribute to a site the module runs"
+        )
+    if value.shape[: len(batch)] != batch:
+        raise ValueError(
+            f"hidden site {site.name!r} gives shape {tuple(value.shape)}, whose leading "
+            f"dimensions are not the batch {tuple(batch)}; attribute to a site before the "
+            "batch is reshaped"
+        )
+    return value
+
+
+def set_baselines(context: TensorDictBase, values: dict[HiddenSite, torch.Tensor]) -> None:
+    for site, value in values.items():
+        context.set(site.baseline_key, value)
+
+
+def is_hidden(key: NestedKey | HiddenSite) -> bool:
+    return isinstance(key, HiddenSite)
