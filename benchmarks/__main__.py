@@ -23,6 +23,7 @@ from benchmarks import (
     in_rollout,
     multi_target_ig,
     perturbation,
+    sae,
 )
 from benchmarks.harness import BenchmarkResult, RunConfig, environment
 from benchmarks.report import from_json, render_markdown, write_reports
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, Callable[[RunConfig], BenchmarkResult]] = {
     atp.NAME: atp.run,
     perturbation.NAME: perturbation.run,
     faithfulness.NAME: faithfulness.run,
+    sae.NAME: sae.run,
 }
 HERE = Path(__file__).resolve().parent
 # blocks of any size come from the reusable heap, and the heap top is never trimmed

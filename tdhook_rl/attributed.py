@@ -12,8 +12,17 @@ from tensordict.nn import TensorDictModuleBase
 
 from tdhook_rl.attribution import AttributionMethod, resolve_method
 from tdhook_rl.attribution.engine import GradientEngine, Strategy
+from tdhook_rl.attribution.hidden import (
+    HiddenSite,
+    captured,
+    checked_activation,
+    site_baselines,
+    split_inputs,
+)
 from tdhook_rl.core.grad_mode import gradients_enabled, inside_functional_transform
+from tdhook_rl.core.intercept import intercepting
 from tdhook_rl.core.keys import as_key, held_keys, key_tuple
+from tdhook_rl.core.sites import KeySite, ModuleSite, TypeSite
 from tdhook_rl.core.switch import Switch
 from tdhook_rl.core.wrapper import TransparentWrapper
 from tdhook_rl.targets import Target, as_targets
@@ -148,23 +157,17 @@ class Attributed(TransparentWrapper):
             raise ValueError(f"sample_dims must be None or an int >= 0, got {sample_dims!r}")
         self.sample_dims = sample_dims
         self.method = resolve_method(method)
-        if isinstance(inputs, str | tuple):
+        if isinstance(inputs, str | tuple | ModuleSite | KeySite | TypeSite):
             inputs = [inputs]
-        self.inputs: list[NestedKey] = [as_key(k, "input key") for k in inputs]
-        if not self.inputs:
-            raise ValueError("inputs is empty: name the entries to attribute, e.g. ['observation']")
         module_in = list(module.in_keys)
-        for key in self.inputs:
-            if key not in module_in:
-                raise ValueError(
-                    f"input {key!r} is not read by the module (its in_keys are {module_in}); "
-                    "attribute to one of those."
-                )
+        self.inputs, self.hidden = split_inputs(module, list(inputs), module_in)
         self.targets: dict[str, Target] = as_targets(targets, module)
         if VALID_KEY in self.targets:
             raise ValueError(f"target name {VALID_KEY!r} is reserved (the validity flag)")
         self.exclude_outputs = self._checked_exclusions(exclude_outputs, module)
-        self.method.check_inputs(self.inputs)
+        # a hidden site's baseline is its activation with the module's inputs at their
+        # baseline: a baseline mapping may then name any entry the module reads
+        self.method.check_inputs(module_in if self.hidden else self.inputs)
         self.engine = GradientEngine(module, self.targets, strategy)
         self.strategy = strategy
         self.out_key = as_key(out_key, "out_key")
@@ -240,12 +243,13 @@ class Attributed(TransparentWrapper):
         """
         if tensordict.is_locked:  # e.g. rows read from a memmap storage
             tensordict = tensordict.clone()
-        first = tensordict.get(self.inputs[0])
+        first = tensordict.get((self.inputs or self.in_keys)[0])
         skip = len(key_tuple(self.out_key)) + 1  # the root and the target name
+        hidden = {(site.name,) for site in self.hidden}  # their shape is the module's to say
         for key in self.result_keys():
-            if key in tensordict.keys(True):
-                continue
             entry = key_tuple(key)[skip:]
+            if key in tensordict.keys(True) or entry in hidden:
+                continue
             if entry == (VALID_KEY,):
                 value = torch.zeros(tensordict.batch_size, dtype=torch.bool, device=first.device)
             elif entry == (DELTA_KEY,):
@@ -278,6 +282,7 @@ class Attributed(TransparentWrapper):
         keys: list[NestedKey] = []
         for name in self.targets:
             keys += [(*root, name, *key_tuple(k)) for k in self.inputs]
+            keys += [(*root, name, site.name) for site in self.hidden]
             if self.method.has_convergence_delta:
                 keys.append((*root, name, DELTA_KEY))
             keys.append((*root, name, VALID_KEY))
@@ -309,9 +314,16 @@ class Attributed(TransparentWrapper):
         if not self.enabled or inside_functional_transform():  # e.g. GAE's vmap
             return self._excluded(self.wrapped(tensordict, *args, **kwargs))
         prepared = self._prepare(tensordict)  # before the module writes into ``tensordict``
-        out = self.wrapped(tensordict, *args, **kwargs)
-        if prepared is not None:
-            self._attribute(*prepared, out, tensordict.batch_size)
+        seen: dict[str, torch.Tensor] = {}
+        if self.hidden and prepared is not None:
+            source = tensordict.select(*self.in_keys, strict=False)  # before the module writes
+            with intercepting(captured(self.hidden, seen)):  # the hidden sites' activations
+                out = self.wrapped(tensordict, *args, **kwargs)
+            self._attribute(*prepared, out, tensordict.batch_size, seen, source)
+        else:
+            out = self.wrapped(tensordict, *args, **kwargs)
+            if prepared is not None:
+                self._attribute(*prepared, out, tensordict.batch_size)
         return self._excluded(out)
 
     # Under torch.compile both halves of the pass run eagerly and only the module's forward
@@ -336,8 +348,11 @@ class Attributed(TransparentWrapper):
         context: TensorDictBase,
         out: TensorDictBase,
         batch: torch.Size,
+        seen: dict[str, torch.Tensor] | None = None,
+        source: TensorDictBase | None = None,
     ) -> None:
-        """Runs the attribution pass and writes its results into ``out``."""
+        """Runs the attribution pass and writes its results into ``out`` (``seen``: the
+        hidden sites' activations in the module's call; ``source``: its inputs)."""
         reference_keys = [k for t in self.targets.values() for k in t.reference_keys]
         samples, inner = self._sample_split(batch)
         with gradients_enabled():
@@ -347,14 +362,26 @@ class Attributed(TransparentWrapper):
             if inner:  # the inner batch dimensions become part of each sample
                 context.batch_size = samples
                 reference.batch_size = samples
+            values: dict[Any, torch.Tensor] = {k: v.detach().clone() for k, v in inputs.items()}
+            if self.hidden:
+                if inner:
+                    raise ValueError("hidden-site inputs cannot be combined with sample_dims")
+                for site in self.hidden:
+                    value = checked_activation(site, (seen or {}).get(site.name), batch)
+                    values[site] = value.detach().clone()
+                baselines = site_baselines(
+                    self.wrapped, self.hidden, self.method, source if source is not None else out
+                )
+                for site, value in baselines.items():
+                    context.set(site.baseline_key, value)
             engine = self.engine.at(context, reference, inner)
-            values = {k: v.detach().clone() for k, v in inputs.items()}
             result = self.method.attribute(engine, values)
         root = key_tuple(self.out_key)
-        device = inputs[self.inputs[0]].device
+        device = next(iter(values.values())).device
         for i, name in enumerate(self.targets):
             for key, value in result.attributions.items():
-                out.set((*root, name, *key_tuple(key)), value[i].detach())
+                entry = (key.name,) if isinstance(key, HiddenSite) else key_tuple(key)
+                out.set((*root, name, *entry), value[i].detach())
             if result.delta is not None:  # one per sample, repeated along its inner dims
                 delta = result.delta[i].detach()
                 out.set(

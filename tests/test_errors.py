@@ -31,7 +31,7 @@ def test_missing_input_key_at_call():
 
 
 def test_input_not_read_by_module():
-    with pytest.raises(ValueError, match=r"input 'pixels' is not read by the module"):
+    with pytest.raises(ValueError, match=r"input 'pixels' is neither an entry the module reads"):
         attributed(inputs=["pixels"])
 
 

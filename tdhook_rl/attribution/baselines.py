@@ -60,6 +60,15 @@ def resolve_baseline(
         KeyError: a baseline key is not in ``td``.
         ValueError: the baseline's shape does not broadcast to the input's.
     """
+    site_key = getattr(key, "baseline_key", None)
+    if site_key is not None:  # a hidden site: its activation under the baseline input
+        value = td.get(site_key, None)
+        if value is None:
+            raise KeyError(
+                f"no baseline activation for hidden site {key!r} in the TensorDict; "
+                "Attributed computes it from the module's inputs at their baseline"
+            )
+        return value.to(device=x.device, dtype=x.dtype).expand_as(x)
     spec = _spec_for(baseline, key)
     if spec is None:
         spec = 0.0

@@ -37,6 +37,14 @@ from tensordict import NestedKey, TensorDict, TensorDictBase
 from tensordict.nn import InteractionType, TensorDictModuleBase, set_interaction_type
 from torch import nn
 
+from tdhook_rl.attribution.hidden import (
+    HiddenSite,
+    captured,
+    checked_activation,
+    hidden_site,
+    replacing,
+)
+from tdhook_rl.core.intercept import intercepting
 from tdhook_rl.targets import Target, per_sample
 
 Strategy = Literal["reverse", "forward", "replicate"]
@@ -97,6 +105,13 @@ class GradientEngine:
         # shared by the engines made with at() and expand(): does the module support
         # forward mode? None until "auto" has tried it
         self._support: dict[str, bool | None] = {"forward": None}
+        # hidden sites that targets read (Neuron): {key the target reads: site}
+        self._observed: dict[NestedKey, HiddenSite] = {}
+        for target in self.targets.values():
+            site = getattr(target, "observed_site", None)
+            if site is not None:
+                key = target.observed_key  # type: ignore[attr-defined]
+                self._observed[key] = hidden_site(module, target.observed_name, site)  # type: ignore[attr-defined]
 
     def at(
         self,
@@ -153,8 +168,10 @@ class GradientEngine:
         """
         shape = torch.Size((*lead, *self.batch_shape))
         td = self.context.expand(shape).copy() if lead else self.context.copy()
+        hidden = {k: v for k, v in values.items() if isinstance(k, HiddenSite)}
         for key, value in values.items():
-            td.set(key, value)
+            if not isinstance(key, HiddenSite):
+                td.set(key, value)
         # (*lead, *batch) -> (N,): modules such as conv nets want one flat batch dimension
         # (N given explicitly: reshape(-1) is ambiguous for an empty batch)
         n = shape.numel()
@@ -162,11 +179,23 @@ class GradientEngine:
         if self.inner_shape:  # (N,) -> (N, *inner): e.g. whole trajectories for an RNN
             flat.batch_size = torch.Size((*flat.batch_size, *self.inner_shape))
         device = next(iter(values.values())).device if values else flat.device
+        if (hidden or self._observed) and self.inner_shape:
+            raise ValueError(
+                "hidden sites (as inputs or in Neuron targets) cannot be combined with "
+                "sample_dims (whole trajectories in one sample); attribute step by step"
+            )
+        # hidden sites: their activation replaced by the values, (*lead, *batch, *f) -> (N, *f)
+        swaps = [replacing(k, v.reshape(n, *v.shape[len(shape) :])) for k, v in hidden.items()]
+        seen: dict[str, torch.Tensor] = {}
         with (
             set_interaction_type(InteractionType.DETERMINISTIC),
             cudnn_rnn_guard(self.module, device),
+            intercepting([*swaps, *captured(list(self._observed.values()), seen)]),
         ):
             out = self.module(flat)
+        for key, site in self._observed.items():  # what Neuron targets read
+            value = checked_activation(site, seen.get(site.name), out.batch_size, own_call=False)
+            out.set(key, value)
         if self.inner_shape:  # targets give one value per sample (per trajectory)
             out.batch_size = out.batch_size[:1]
         reference = (self.reference.expand(shape) if lead else self.reference).reshape(n)

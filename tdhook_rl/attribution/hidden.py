@@ -16,17 +16,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tensordict import NestedKey, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
-from tdhook_rl.core.intercept import Interception
-from tdhook_rl.core.sites import KeySite, Site
+from tdhook_rl.attribution.baselines import resolve_baseline
+from tdhook_rl.core.intercept import Interception, intercepting
+from tdhook_rl.core.keys import as_key
+from tdhook_rl.core.sites import KeySite, Site, resolve_sites
 from tdhook_rl.core.vmap import is_vmapped
 
-__all__ = ["HiddenSite", "hidden_site", "replacing"]
+__all__ = ["HiddenSite", "hidden_site", "replacing", "site_baselines", "split_inputs"]
 
 #: where the activations of hidden sites under the baseline input are kept in the context
 BASELINE_ROOT = "_hidden_site_baseline"
@@ -48,7 +51,7 @@ class HiddenSite:
     module: nn.Module = field(repr=False)
 
     @property
-    def io(self) -> str:
+    def io(self) -> Literal["output", "input"]:
         return "output" if isinstance(self.site, KeySite) else self.site.io
 
     @property
@@ -64,11 +67,6 @@ class HiddenSite:
             raise TypeError(
                 f"hidden site {self.name!r} gives a {type(value).__name__}, not a tensor; "
                 "attribute to a submodule that outputs one tensor (or a key it writes)"
-            )
-        if is_vmapped(value):
-            raise ValueError(
-                f"hidden site {self.name!r} runs inside torch.vmap (e.g. the per-agent networks "
-                "of MultiAgentMLP(share_params=False)); attribute to a site outside it"
             )
         if not value.is_floating_point():
             raise TypeError(f"hidden site {self.name!r} is {value.dtype}: gradients need floats")
@@ -132,13 +130,20 @@ def captured(sites: list[HiddenSite], store: dict[str, torch.Tensor]) -> list[In
 
 
 def checked_activation(
-    site: HiddenSite, value: torch.Tensor | None, batch: torch.Size
+    site: HiddenSite, value: torch.Tensor | None, batch: torch.Size, own_call: bool = True
 ) -> torch.Tensor:
-    """The activation recorded in the module's own call: produced, with the batch leading."""
+    """The activation recorded in a call: produced, with the batch leading; in the module's
+    own call (``own_call``) not a slice seen inside a ``torch.vmap`` of the module (the
+    engine's forward-mode passes run under their own vmap, where every tensor is one)."""
     if value is None:
         raise RuntimeError(
             f"hidden site {site.name!r} was not reached in the module's forward pass; "
             "attribute to a site the module runs"
+        )
+    if own_call and is_vmapped(value):
+        raise ValueError(
+            f"hidden site {site.name!r} runs inside torch.vmap (e.g. the per-agent networks "
+            "of MultiAgentMLP(share_params=False)); attribute to a site outside it"
         )
     if value.shape[: len(batch)] != batch:
         raise ValueError(
@@ -149,10 +154,67 @@ def checked_activation(
     return value
 
 
-def set_baselines(context: TensorDictBase, values: dict[HiddenSite, torch.Tensor]) -> None:
-    for site, value in values.items():
-        context.set(site.baseline_key, value)
+_NO_BASELINE = object()
 
 
-def is_hidden(key: NestedKey | HiddenSite) -> bool:
-    return isinstance(key, HiddenSite)
+def baseline_of(method: Any) -> Any:
+    """The method's baseline (a wrapped method's, for SmoothGrad), or ``_NO_BASELINE``."""
+    while method is not None:
+        if hasattr(method, "baseline"):
+            return method.baseline
+        method = getattr(method, "method", None)
+    return _NO_BASELINE
+
+
+def site_baselines(
+    module: TensorDictModuleBase, sites: list[HiddenSite], method: Any, source: TensorDictBase
+) -> dict[HiddenSite, torch.Tensor]:
+    """Each site's activation with the module's floating-point inputs at the method's
+    baseline (captum's layer methods), from one grad-free pass; ``{}`` for a method without
+    a baseline."""
+    baseline = baseline_of(method)
+    if baseline is _NO_BASELINE:
+        return {}
+    inputs = source.select(*module.in_keys, strict=False).detach().clone()
+    for key in module.in_keys:
+        value = inputs.get(key, None)
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            inputs.set(key, resolve_baseline(baseline, key, value, source))
+    seen: dict[str, torch.Tensor] = {}
+    with torch.no_grad(), intercepting(captured(sites, seen)):
+        module(inputs)
+    return {
+        s: checked_activation(s, seen.get(s.name), source.batch_size).detach().clone()
+        for s in sites
+    }
+
+
+def split_inputs(
+    module: nn.Module, specs: list[Any], module_in: list[NestedKey]
+) -> tuple[list[NestedKey], list[HiddenSite]]:
+    """Entries the module reads (input keys) and hidden sites (submodule paths, written keys,
+    ``ModuleSite`` / ``KeySite`` / ``TypeSite``), in order."""
+    keys: list[NestedKey] = []
+    hidden: list[HiddenSite] = []
+    for spec in specs:
+        if isinstance(spec, str | tuple):
+            key = as_key(spec, "input key")
+            if key in module_in:
+                keys.append(key)
+                continue
+        try:
+            sites = resolve_sites(module, spec)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"input {spec!r} is neither an entry the module reads (its in_keys are "
+                f"{module_in}) nor a hidden site (a submodule path as named_modules() spells "
+                "it, a key a sub-module writes, or thr.of_type(...)); attribute to one of those."
+            ) from None
+        for name, site in sites.items():
+            if isinstance(site, KeySite) and site.key in module_in:
+                keys.append(site.key)
+            else:
+                hidden.append(hidden_site(module, name, site))
+    if not keys and not hidden:
+        raise ValueError("inputs is empty: name the entries to attribute, e.g. ['observation']")
+    return keys, hidden

@@ -15,7 +15,7 @@ Examples:
     'topk'
 """
 
-from tdhook_rl.concepts.dashboard import FeatureDashboard, feature_dashboard
+from tdhook_rl.concepts.dashboard import FeatureDashboard, feature_attributions, feature_dashboard
 from tdhook_rl.concepts.geometry import cka_matrix, linear_cka, twonn
 from tdhook_rl.concepts.sae import SAEFeature, SparseAutoencoder
 from tdhook_rl.concepts.sae_training import (
@@ -47,6 +47,7 @@ __all__ = [
     "cka_matrix",
     "concept_activation_vector",
     "directional_derivatives",
+    "feature_attributions",
     "feature_dashboard",
     "linear_cka",
     "sae_metrics",

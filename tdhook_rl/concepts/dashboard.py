@@ -1,4 +1,5 @@
-"""Feature dashboards: for each SAE feature, its top-activating samples and a histogram.
+"""Feature dashboards: for each SAE feature, its top-activating samples and a histogram, and
+each feature's first-order attribution to each head (:func:`feature_attributions`).
 
 Two streamed passes over the data (so a replay buffer larger than memory works): the first
 keeps each feature's running top ``top`` values and sample indices and its maximum, the second
@@ -14,12 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tensordict import NestedKey
+from tensordict import NestedKey, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 
 from tdhook_rl.concepts.sae import SparseAutoencoder
 from tdhook_rl.concepts.sae_training import activation_batches
+from tdhook_rl.concepts.tcav import directional_derivatives
+from tdhook_rl.core.sites import KeySite, ModuleSite
+from tdhook_rl.latent.intervened import get
 
-__all__ = ["FeatureDashboard", "feature_dashboard"]
+__all__ = ["FeatureDashboard", "feature_attributions", "feature_dashboard"]
 
 
 @dataclass
@@ -125,3 +130,34 @@ def feature_dashboard(
         bin_edges=torch.where(values[:, :1] > 0, edges, 0.0).cpu(),
         n=n,
     )
+
+
+def feature_attributions(
+    module: TensorDictModuleBase,
+    inputs: TensorDictBase,
+    site: str | ModuleSite | KeySite,
+    sae: SparseAutoencoder,
+    heads: dict[str, Any],
+) -> torch.Tensor:
+    """Each feature's first-order contribution to each head, ``[n_heads, *batch, F]``.
+
+    The contribution of feature ``j`` on an input is what removing it from the activation
+    (``a -> a - input_scale * f_j(a) * decoder[:, j]``, i.e. ``SAEFeature(sae, j, value=0)``)
+    changes in the head, to first order: ``input_scale * f_j(a) * (grad_a head . decoder[:, j])``
+    (gradient times activation in the feature basis). It is exact where the head is linear in
+    the site (a site just before an output layer). All heads and features come from one
+    forward pass and one batched backward (:func:`~tdhook_rl.concepts.tcav.
+    directional_derivatives` along the decoder's columns).
+
+    Args:
+        module, inputs, site, heads: as :func:`~tdhook_rl.concepts.tcav.directional_derivatives`.
+        sae: the SAE trained on the site's activations.
+    """
+    with torch.no_grad():
+        activation = get(module, inputs, site)
+        if not isinstance(activation, torch.Tensor):
+            raise TypeError(f"site {site!r} gives a {type(activation).__name__}, not a tensor")
+        f = sae.encode(activation.reshape(*inputs.batch_size, -1))  # (*batch, F)
+    decoder = sae.decoder.detach().T  # (F, d_in): one direction per feature
+    dd = directional_derivatives(module, inputs, site, decoder, heads)  # (H, *batch, F)
+    return dd * f * sae.input_scale

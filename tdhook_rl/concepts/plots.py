@@ -48,7 +48,9 @@ def plot_feature_dashboard(
         ax.bar(edges[:-1], counts, width=edges[1:] - edges[:-1], align="edge", color="tab:blue")
         tops = board.top_values[i][board.top_values[i] > 0].numpy()
         ax.plot(tops, [0.0] * len(tops), "|", color="tab:red", markersize=10)
-        ax.set_title(f"feature {int(board.features[i])}  ({float(board.frequency[i]):.1%})")
+        freq = float(board.frequency[i])
+        fires = f"{freq:.1%} of samples" if freq > 0 else "never fires"
+        ax.set_title(f"feature {int(board.features[i])} ({fires})", fontsize=10)
         ax.set_xlabel("activation")
     axes[0, 0].set_ylabel("samples")
     fig.suptitle(f"SAE features on {board.n} samples (red: top activations)")

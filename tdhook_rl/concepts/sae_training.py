@@ -121,7 +121,7 @@ def _to(x: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
     return x if device is None else x.to(device, non_blocking=True)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Resampling:
     """Dead-feature resampling, a simplified form of Anthropic's ("Towards Monosemanticity",
     2023, "Neuron Resampling").
@@ -149,6 +149,9 @@ class Resampling:
             )
 
 
+DEFAULT_RESAMPLING = Resampling()
+
+
 @dataclass
 class SAEHistory:
     """What a :meth:`SAETrainer.fit` did: the step of every logged point, the loss and MSE
@@ -168,7 +171,8 @@ class SAETrainer:
     Args:
         sae: the SAE (its device is where training runs; batches are moved there).
         lr: Adam's learning rate.
-        resampling: dead-feature resampling, or ``None`` for none.
+        resampling: dead-feature resampling (by default ``Resampling()``: features that did not
+            fire for 500 steps, checked every 250), or ``None`` for none.
         seed: seeds shuffling and resampling; with the SAE's own ``seed`` a run on the same
             data and device is repeated exactly.
         progress: a tqdm progress bar; ``None`` shows it only when stderr is a terminal.
@@ -178,9 +182,9 @@ class SAETrainer:
     Examples:
         >>> x = torch.relu(torch.randn(512, 8))
         >>> sae = SparseAutoencoder(8, 16, kind="topk", k=2)
-        >>> history = SAETrainer(sae, progress=False).fit(x, epochs=2, batch_size=64)
-        >>> len(history.steps) > 0
-        True
+        >>> history = SAETrainer(sae, progress=False).fit(x, steps=100, batch_size=64)
+        >>> history.steps, sae_metrics(sae, x)["l0"] <= 2
+        ([50, 100], True)
     """
 
     def __init__(
@@ -188,7 +192,7 @@ class SAETrainer:
         sae: SparseAutoencoder,
         *,
         lr: float = 1e-3,
-        resampling: Resampling | None = None,
+        resampling: Resampling | None = DEFAULT_RESAMPLING,
         seed: int = 0,
         progress: bool | None = None,
         log_every: int = 50,

@@ -17,6 +17,7 @@ parsed by :func:`as_target`:
 * :class:`ActionLoc`: the location of the action distribution (deterministic continuous
   policies);
 * :class:`ActionValue`: the value (Q) a value-based actor gives the action that was taken;
+* :class:`Neuron`: a unit of a hidden site (or the sum of its units);
 * any callable ``td -> Tensor`` (see :class:`FromCallable`).
 
 Import every name from here (``from tdhook_rl.targets import Index``); the underscored modules
@@ -35,6 +36,7 @@ from tdhook_rl.targets._base import (
     as_targets,
     per_sample,
 )
+from tdhook_rl.targets._neuron import Neuron
 from tdhook_rl.targets._policy import ActionLoc, ActionLogProb
 from tdhook_rl.targets._value import ActionValue
 
@@ -46,6 +48,7 @@ __all__ = [
     "Index",
     "Key",
     "ModuleTarget",
+    "Neuron",
     "Target",
     "as_target",
     "as_targets",

@@ -195,3 +195,19 @@ def test_bad_input_is_refused():
         SAETrainer(sae, progress=False).fit([[1.0, 2.0]])
     with pytest.raises(ValueError, match="the replay buffer is empty"):
         SAETrainer(sae, progress=False).fit(ReplayBuffer(storage=LazyTensorStorage(4)), "h")
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(capsys):
+    x, _ = planted(n=500)
+    SAETrainer(SparseAutoencoder(D_IN, 32), progress=True).fit(x, steps=3)
+    assert "SAE" in capsys.readouterr().err
+    SAETrainer(SparseAutoencoder(D_IN, 32)).fit(x, steps=3)  # stderr is not a terminal here
+    assert capsys.readouterr().err == ""
+
+
+def test_training_inside_inference_mode():
+    x, dictionary = planted(n=2000)
+    sae = SparseAutoencoder(D_IN, 48, kind="topk", k=3)
+    with torch.inference_mode():  # as in a collector's loop
+        SAETrainer(sae, lr=1e-2, progress=False).fit(x.clone(), batch_size=256, steps=300)
+    assert (recovered(sae, dictionary) > 0.9).float().mean() >= 0.75

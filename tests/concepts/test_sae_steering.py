@@ -8,7 +8,13 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 import tdhook_rl as thr
 from tdhook_rl import agents
-from tdhook_rl.concepts import SAEFeature, SAETrainer, SparseAutoencoder, feature_dashboard
+from tdhook_rl.concepts import (
+    SAEFeature,
+    SAETrainer,
+    SparseAutoencoder,
+    feature_attributions,
+    feature_dashboard,
+)
 from tdhook_rl.evaluate import intervention_effect
 
 H2 = "module.0.module.0.3"  # the actor's second Tanh, followed by the Linear that gives loc
@@ -113,6 +119,23 @@ def test_dashboard_matches_a_slow_computation(trained):
     assert set(board.to_dict()) >= {"top_indices", "histogram", "bin_edges"}
     with pytest.raises(IndexError, match="out of range for an SAE of 128"):
         feature_dashboard(sae, rollout, ("activations", "h2"), features=[200])
+
+
+def test_feature_attributions_are_exact_before_the_linear_output(trained):
+    agent, rollout, sae = trained
+    td = rollout[:, :5].select("observation").clone()  # (4, 5) time-major
+    heads = {"loc": "loc", "loc^2": lambda t: t["loc"] ** 2}
+    attr = feature_attributions(agent.actor, td, H2, sae, heads)
+    assert attr.shape == (2, 4, 5, 128)
+    clean = agent.actor(td.clone())["loc"].squeeze(-1)
+    with torch.no_grad():
+        f = sae.encode(thr.get(agent.actor, td, H2))
+    for j in f.reshape(-1, 128).sum(0).nonzero().squeeze(1)[:6].tolist():
+        removed = thr.Intervened(agent.actor, {H2: SAEFeature(sae, j, value=0.0)})(td.clone())
+        # loc is linear in H2: removing the feature changes loc by minus its attribution
+        torch.testing.assert_close(clean - removed["loc"].squeeze(-1), attr[0, ..., j])
+        # loc^2 is not: its attribution is the first-order term 2 loc * (loc attribution)
+        torch.testing.assert_close(attr[1, ..., j], 2 * clean * attr[0, ..., j])
 
 
 def test_dashboard_figure(trained, tmp_path):
