@@ -21,6 +21,7 @@ from benchmarks import (
     ig_memory,
     ig_sweep,
     in_rollout,
+    layer_ig,
     multi_target_ig,
     perturbation,
     sae,
@@ -30,6 +31,7 @@ from benchmarks.report import from_json, render_markdown, write_reports
 
 BENCHMARKS: dict[str, Callable[[RunConfig], BenchmarkResult]] = {
     multi_target_ig.NAME: multi_target_ig.run,
+    layer_ig.NAME: layer_ig.run,
     ig_sweep.NAME: ig_sweep.run,
     in_rollout.NAME: in_rollout.run,
     gpu_rollout.NAME: gpu_rollout.run,

@@ -12,7 +12,9 @@ MLP and the value head's hidden layer. Reported:
   fit with 10% of the ratios discarded, and the maximum-likelihood estimate beside it), with
   a spread from ``--splits`` disjoint subsets of the positions (boxes in the figure; a subset
   holds fewer points, and TwoNN estimates shrink with the sample), and the same for a
-  randomly re-initialized copy of the network; the board itself is left out (it is binary:
+  randomly re-initialized copy of the network; and, per window of the convolution (each of its
+  3 x 4 positions sees one 4 x 4 part of the board), the dimension of the 64 channels there
+  (one batched ``twonn`` call over the 12 windows); the board itself is left out (it is binary:
   most of its nearest-neighbour ratios tie at 1, where TwoNN's continuous model fails);
 - linear CKA between every pair of layers and the board (``observation``) (Kornblith et al.
   2019; biased and debiased), and between each layer of the trained agent and the same layer
@@ -68,13 +70,21 @@ def positions(agent: Any, games: int, plies: int, explore: float, seed: int) -> 
     return flat[first.sort().values]
 
 
-def layers(agent: Any, states: Any) -> dict[str, torch.Tensor]:
-    """``{layer: [N, units]}``: the board and each recorded site, flattened."""
+def layers(agent: Any, states: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``{layer: [N, units]}`` (the board and each recorded site, flattened) and the conv map
+    ``[N, channels, 3, 4]``."""
     with torch.no_grad():
         td = thr.Recorded(agent, SITES)(states.select("observation", "action_mask").clone())
     out = {"observation": states["observation"].flatten(1)}
     out.update({name: td["activations", name].flatten(1) for name in SITES})
-    return out
+    return out, td["activations", "conv"]
+
+
+def per_window(conv: torch.Tensor) -> list[list[float]]:
+    """TwoNN of the channel vector at each of the 3 x 4 conv windows, as one batched call."""
+    n, c, h, w = conv.shape
+    windows = conv.permute(2, 3, 0, 1).reshape(h * w, n, c)  # (N, C, H, W) -> (H*W, N, C)
+    return twonn(windows).reshape(h, w).tolist()
 
 
 def dimension(x: torch.Tensor, splits: int) -> dict[str, Any]:
@@ -104,8 +114,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = make_parser().parse_args(argv)
     agent = agents.load("connect_four")
     states = positions(agent, args.games, args.plies, args.explore, args.seed)
-    trained = layers(agent, states)
-    random = layers(thr.probes.randomized_copy(agent, seed=args.seed), states)
+    trained, conv = layers(agent, states)
+    random, random_conv = layers(thr.probes.randomized_copy(agent, seed=args.seed), states)
     names = list(trained)
     summary: dict[str, Any] = {
         "positions": len(states),
@@ -113,6 +123,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # the board is binary: most of its nearest-neighbour ratios tie at 1, TwoNN does not apply
         "intrinsic_dimension": {n: dimension(trained[n], args.splits) for n in SITES},
         "random_network_dimension": {n: float(twonn(random[n])) for n in SITES},
+        # one 4x4 window of the board per cell: rows top to bottom, columns left to right
+        "conv_window_dimension": per_window(conv),
+        "random_conv_window_dimension": per_window(random_conv),
         "cka": cka_matrix(trained).tolist(),
         "cka_debiased": cka_matrix(trained, debiased=True).tolist(),
         "cka_trained_vs_random": {n: float(linear_cka(trained[n], random[n])) for n in SITES},
@@ -134,7 +147,9 @@ def figure(summary: dict[str, Any], path: Path) -> None:
 
     plt = pyplot()
     names = summary["layers"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right, windows) = plt.subplots(
+        1, 3, figsize=(15, 4), gridspec_kw={"width_ratios": [1.2, 1.2, 0.8]}
+    )
     dims, sites = summary["intrinsic_dimension"], list(summary["intrinsic_dimension"])
     left.boxplot([dims[n]["split_fit"] for n in sites], positions=range(len(sites)))
     left.plot(range(len(sites)), [dims[n]["twonn_fit"] for n in sites], "o-", label="trained")
@@ -154,6 +169,17 @@ def figure(summary: dict[str, Any], path: Path) -> None:
                        color="white" if matrix[i, j] < 0.6 else "black")  # fmt: skip
     right.set_title("linear CKA between layers")
     fig.colorbar(image, ax=right)
+    grid = torch.tensor(summary["conv_window_dimension"])
+    shown = windows.imshow(grid.numpy(), cmap="magma")
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            windows.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                         color="white" if grid[i, j] < grid.mean() else "black")  # fmt: skip
+    windows.set_xticks(range(grid.shape[1]), [f"cols {j}-{j + 3}" for j in range(grid.shape[1])],
+                       rotation=30, ha="right")  # fmt: skip
+    windows.set_yticks(range(grid.shape[0]), [f"rows {i}-{i + 3}" for i in range(grid.shape[0])])
+    windows.set_title("TwoNN per conv window (64 channels)")
+    fig.colorbar(shown, ax=windows)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

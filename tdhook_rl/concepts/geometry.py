@@ -184,8 +184,9 @@ def cka_matrix(
 
     Examples:
         >>> x = torch.randn(50, 4)
-        >>> cka_matrix({"a": x, "b": -x, "c": torch.randn(50, 3)})[0, 1]
-        tensor(1., dtype=torch.float64)
+        >>> m = cka_matrix({"a": x, "b": -x, "c": torch.randn(50, 3)})
+        >>> m.shape, round(float(m[0, 1]), 6)
+        (torch.Size([3, 3]), 1.0)
     """
     if not isinstance(representations, Mapping) or not representations:
         raise TypeError("cka_matrix needs a non-empty mapping {name: [N, *units] tensor}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 import tdhook_rl as thr
@@ -32,6 +33,24 @@ def trained():
         rollout, ("activations", "h2"), batch_size=100, steps=150
     )
     return agent, rollout, sae
+
+
+def test_training_from_a_packed_buffer_equals_training_from_the_rollout():
+    agent = agents.load("double_pendulum")
+    packed = thr.Recorded(agent.actor, {"h1": "module.0.module.0.1", "h2": H2}, packed=True)
+    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+        rollout = agent.make_env(2, seed=1).rollout(50, packed, break_when_any_done=False)
+    flat = packed.unpack(rollout).reshape(-1)
+    stored = ReplayBuffer(storage=LazyTensorStorage(100), transform=packed.unpack)
+    stored.extend(rollout.reshape(-1).exclude("next"))  # stored packed, read per site
+    key = ("activations", "h2")
+    saes = []
+    for data in (flat, stored):
+        sae = SparseAutoencoder(64, 96, kind="topk", k=4, seed=0)
+        SAETrainer(sae, progress=False).fit(data, key, batch_size=32, epochs=3, shuffle=False)
+        saes.append(sae)
+    for name, value in saes[0].state_dict().items():
+        torch.testing.assert_close(saes[1].state_dict()[name], value, rtol=0, atol=0)
 
 
 def test_adding_a_feature_moves_loc_by_the_last_layer_along_its_direction(trained):
