@@ -12,10 +12,11 @@ MLP and the value head's hidden layer. Reported:
   fit with 10% of the ratios discarded, and the maximum-likelihood estimate beside it), with
   a spread from ``--splits`` disjoint subsets of the positions (boxes in the figure; a subset
   holds fewer points, and TwoNN estimates shrink with the sample), and the same for a
-  randomly re-initialized copy of the network; and, per window of the convolution (each of its
-  3 x 4 positions sees one 4 x 4 part of the board), the dimension of the 64 channels there
-  (one batched ``twonn`` call over the 12 windows); the board itself is left out (it is binary:
-  most of its nearest-neighbour ratios tie at 1, where TwoNN's continuous model fails);
+  randomly re-initialized copy of the network;
+- per window of the convolution (each of its 3 x 4 positions sees one 4 x 4 part of the
+  board), the dimension of its 64 channels there, over each window's distinct contents (many
+  positions share one). The board itself is left out (it is binary: most of its
+  nearest-neighbour ratios tie at 1, where TwoNN's continuous model fails);
 - linear CKA between every pair of layers and the board (``observation``) (Kornblith et al.
   2019; biased and debiased), and between each layer of the trained agent and the same layer
   of ``thr.probes.randomized_copy`` (same positions): how much of a layer's geometry
@@ -81,10 +82,13 @@ def layers(agent: Any, states: Any) -> tuple[dict[str, torch.Tensor], torch.Tens
 
 
 def per_window(conv: torch.Tensor) -> list[list[float]]:
-    """TwoNN of the channel vector at each of the 3 x 4 conv windows, as one batched call."""
+    """TwoNN of the channel vector at each of the 3 x 4 conv windows. Distinct positions often
+    share a window's contents, so each window's vectors are deduplicated first (rounded to
+    1e-4: equal windows give activations equal up to float rounding)."""
     n, c, h, w = conv.shape
     windows = conv.permute(2, 3, 0, 1).reshape(h * w, n, c)  # (N, C, H, W) -> (H*W, N, C)
-    return twonn(windows).reshape(h, w).tolist()
+    dims = [float(twonn(torch.unique((v * 1e4).round(), dim=0) / 1e4)) for v in windows]
+    return torch.tensor(dims).reshape(h, w).tolist()
 
 
 def dimension(x: torch.Tensor, splits: int) -> dict[str, Any]:

@@ -29,6 +29,9 @@ def test_geometry_per_layer_of_the_connect_four_agent(tmp_path):
         assert d["units"] >= 64 and len(d["split_fit"]) == 2
         assert math.isfinite(summary["random_network_dimension"][name])
         assert 0 <= summary["cka_trained_vs_random"][name] <= 1
+    for grid in (summary["conv_window_dimension"], summary["random_conv_window_dimension"]):
+        assert len(grid) == 3 and all(len(row) == 4 for row in grid)
+        assert all(0.5 < d < 64 for row in grid for d in row), grid
     cka = summary["cka"]
     for i in range(len(cka)):
         assert abs(cka[i][i] - 1) < 1e-9

@@ -97,3 +97,10 @@ def test_the_checks_see_the_package():
     assert "tdhook_rl.attributed" in edges["tdhook_rl.report.double_pendulum"]
     assert "tdhook_rl.core.intercept" in edges["tdhook_rl.latent.recorded"]
     assert {layer(m) for m in edges} >= {"core", "latent", "report", "envs", "agents"}
+
+
+def test_test_modules_have_unique_names():
+    """The test folders are no packages: pytest imports each test file by its bare name, so
+    two files called test_cuda.py in two folders break collection of the whole suite."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []

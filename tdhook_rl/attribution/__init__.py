@@ -12,6 +12,7 @@ from __future__ import annotations
 from tdhook_rl.attribution.base import AttributionMethod, AttributionResult
 from tdhook_rl.attribution.engine import GradientEngine
 from tdhook_rl.attribution.feature_ablation import FeatureAblation
+from tdhook_rl.attribution.gradcam import GradCAM
 from tdhook_rl.attribution.input_x_gradient import InputXGradient
 from tdhook_rl.attribution.integrated_gradients import IntegratedGradients
 from tdhook_rl.attribution.kernel_shap import KernelShap
@@ -69,6 +70,7 @@ __all__ = [
     "AttributionResult",
     "ExactShapley",
     "FeatureAblation",
+    "GradCAM",
     "GradientEngine",
     "InputXGradient",
     "IntegratedGradients",

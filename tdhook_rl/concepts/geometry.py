@@ -25,6 +25,7 @@ def twonn(
     *,
     method: Literal["fit", "mle"] = "fit",
     discard: float = 0.1,
+    duplicate_tol: float = 1e-5,
     chunk_size: int = 1024,
 ) -> torch.Tensor:
     """The TwoNN intrinsic dimension of a point cloud (of several at once).
@@ -38,10 +39,16 @@ def twonn(
             10%); ``"mle"``: the maximum-likelihood estimate of the Pareto exponent, made
             unbiased, ``(N - 1) / sum_i log(mu_i)``.
         discard: see ``"fit"``, in ``[0, 1)``.
+        duplicate_tol: a point whose nearest neighbour is closer than this times the set's
+            RMS distance to its mean counts as a duplicate (a network's float32 forward gives
+            equal inputs activations that differ by rounding, ~1e-7 relative; their tiny
+            ``r1`` would make ``mu`` huge). ``0`` drops exact duplicates only.
         chunk_size: query points per distance computation (``[*sets, chunk, N]`` floats).
 
-    Points with a duplicate (``r1 = 0``, their ratio is undefined) are left out, as the
-    paper advises; distances are computed in float64.
+    Points with a duplicate (``r1 = 0``, their ratio is undefined; see ``duplicate_tol``) are
+    left out; distances are computed in float64. A point whose nearest neighbour has copies
+    still sees ``r2 = r1`` (``mu = 1``): on data with many repeated points keep one copy of
+    each first, as Facco et al. advise (``torch.unique(x, dim=0)``).
 
     Returns:
         ``[*sets]`` dimensions (a scalar tensor for one set).
@@ -65,7 +72,10 @@ def twonn(
             "record more states"
         )
     x = x.double()
-    mu = _neighbour_ratios(x, chunk_size)  # (*sets, N), nan where r1 == 0
+    if not isinstance(duplicate_tol, int | float) or not 0 <= duplicate_tol < 1:
+        raise ValueError(f"duplicate_tol is a small fraction in [0, 1), got {duplicate_tol!r}")
+    radius = (x - x.mean(-2, keepdim=True)).pow(2).sum(-1).mean(-1).sqrt()  # (*sets,)
+    mu = _neighbour_ratios(x, chunk_size, duplicate_tol * radius)  # nan at duplicates
     valid = ~mu.isnan()
     n_valid = valid.sum(-1)
     if bool((n_valid < 3).any()):
@@ -86,8 +96,9 @@ def twonn(
     return (xs * torch.where(keep, y, 0.0)).sum(-1) / xs.pow(2).sum(-1)
 
 
-def _neighbour_ratios(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """``r2 / r1`` per point, ``[*sets, N]`` (nan where ``r1 == 0``), in chunks of queries."""
+def _neighbour_ratios(x: torch.Tensor, chunk_size: int, tol: torch.Tensor) -> torch.Tensor:
+    """``r2 / r1`` per point, ``[*sets, N]`` (nan where ``r1 <= tol``, ``tol`` per set), in
+    chunks of queries."""
     n = x.shape[-2]
     out = []
     for i in range(0, n, chunk_size):
@@ -96,7 +107,7 @@ def _neighbour_ratios(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
         d[..., rows, rows + i] = torch.inf  # a point is not its own neighbour
         r = d.topk(2, dim=-1, largest=False).values  # (*sets, c, 2), ascending
         ratio = r[..., 1] / r[..., 0]
-        out.append(torch.where(r[..., 0] > 0, ratio, torch.nan))
+        out.append(torch.where(r[..., 0] > tol[..., None], ratio, torch.nan))
     return torch.cat(out, -1)
 
 

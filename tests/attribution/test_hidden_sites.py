@@ -191,3 +191,39 @@ def test_bad_hidden_sites_are_named():
             inputs=["observation"],
             targets={"u": Neuron("module.1.module.3", 99)},
         )(td)
+
+
+@pytest.mark.parametrize("shape", [(), (6,)], ids=str)  # nn.Conv2d takes one batch dim
+def test_gradcam_matches_captum_for_every_target(shape):
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    from tdhook_rl.attribution import GradCAM
+
+    module = conv_actor_critic()
+    board = torch.randn(*shape, 3, 5, 5, generator=torch.Generator().manual_seed(5))
+    targets = {f"move{i}": Index("logits", i) for i in range(3)}
+    site = "module.conv.3"  # the Softplus after the second conv: [4, 3, 3]
+    out = thr.Attributed(module, GradCAM(), inputs=[site], targets=targets)(
+        TensorDict(board=board, batch_size=shape)
+    )
+    up = thr.Attributed(module, GradCAM(size=(5, 5)), inputs=[site], targets=targets)(
+        TensorDict(board=board, batch_size=shape)
+    )
+    flat = board.reshape(-1, 3, 5, 5)
+    explainer = LayerGradCam(
+        lambda b: module(TensorDict(board=b, batch_size=b.shape[:1]))["logits"],
+        module.get_submodule(site),
+    )
+    for i, name in enumerate(targets):
+        expected = explainer.attribute(flat, target=i, relu_attributions=True)  # (N, 1, 3, 3)
+        got = out["attribution", name, site]
+        assert got.shape == (*shape, 3, 3)
+        torch.testing.assert_close(got.reshape(-1, 1, 3, 3), expected, atol=ATOL, rtol=RTOL)
+        upsampled = LayerAttribution.interpolate(expected, (5, 5), "bilinear")
+        torch.testing.assert_close(
+            up["attribution", name, site].reshape(-1, 1, 5, 5), upsampled, atol=ATOL, rtol=RTOL
+        )
+    with pytest.raises(ValueError, match=r"GradCAM needs a \[\*batch, C, H, W\]"):
+        thr.Attributed(module, GradCAM(), inputs=["module.conv.4"], targets=targets)(
+            TensorDict(board=board.reshape(-1, 3, 5, 5), batch_size=[flat.shape[0]])
+        )

@@ -57,11 +57,23 @@ def test_twonn_is_batched_over_sets():
     torch.testing.assert_close(batched[1], twonn(sets[1]))
 
 
+def test_near_duplicates_are_left_out_like_exact_ones():
+    x = subspace(3, n=400)
+    exact = torch.cat([x, x[:100]])  # 100 points twice: all 200 copies are left out
+    noisy = torch.cat([x, x[:100] + 1e-6 * torch.randn(100, 20)])  # float-rounding copies
+    torch.testing.assert_close(twonn(noisy), twonn(exact), rtol=1e-6, atol=0)
+    assert float(twonn(noisy, duplicate_tol=0)) < 0.5 * float(twonn(exact))  # mu ~ 1e6
+    # their neighbours see r2 = r1 (the documented bias): keeping one copy of each undoes it
+    torch.testing.assert_close(twonn(torch.unique(exact, dim=0)), twonn(x))
+
+
 def test_twonn_errors():
     with pytest.raises(ValueError, match="TwoNN needs at least 3 samples per set"):
         twonn(torch.randn(2, 5))
     with pytest.raises(ValueError, match="at least 3 distinct samples"):
         twonn(torch.ones(10, 3))
+    with pytest.raises(ValueError, match=r"duplicate_tol is a small fraction in \[0, 1\)"):
+        twonn(torch.randn(10, 3), duplicate_tol=-1)
     with pytest.raises(ValueError, match="method must be 'fit' or 'mle'"):
         twonn(torch.randn(10, 3), method="pca")
     with pytest.raises(ValueError, match=r"shaped \[\*sets, N, D\]"):
