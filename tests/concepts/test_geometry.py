@@ -61,7 +61,7 @@ def test_near_duplicates_are_left_out_like_exact_ones():
     x = subspace(3, n=400)
     exact = torch.cat([x, x[:100]])  # 100 points twice: all 200 copies are left out
     noisy = torch.cat([x, x[:100] + 1e-6 * torch.randn(100, 20)])  # float-rounding copies
-    torch.testing.assert_close(twonn(noisy), twonn(exact), rtol=1e-6, atol=0)
+    torch.testing.assert_close(twonn(noisy), twonn(exact), rtol=1e-4, atol=0)
     assert float(twonn(noisy, duplicate_tol=0)) < 0.5 * float(twonn(exact))  # mu ~ 1e6
     # their neighbours see r2 = r1 (the documented bias): keeping one copy of each undoes it
     torch.testing.assert_close(twonn(torch.unique(exact, dim=0)), twonn(x))
