@@ -182,7 +182,7 @@ def figure(summary: dict[str, Any], path: Path) -> None:
     windows.set_xticks(range(grid.shape[1]), [f"cols {j}-{j + 3}" for j in range(grid.shape[1])],
                        rotation=30, ha="right")  # fmt: skip
     windows.set_yticks(range(grid.shape[0]), [f"rows {i}-{i + 3}" for i in range(grid.shape[0])])
-    windows.set_title("TwoNN per conv window (64 channels)")
+    windows.set_title("TwoNN per conv window")
     fig.colorbar(shown, ax=windows)
     fig.tight_layout()
     fig.savefig(path)
