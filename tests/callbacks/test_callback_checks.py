@@ -83,7 +83,7 @@ def test_action_log_prob_on_a_deterministic_actor_fails_at_construction():
 
 def test_an_input_the_module_does_not_read_fails_at_construction():
     with pytest.raises(
-        ValueError, match=r"input 'pixels' is not read by the module \(its in_keys are "
+        ValueError, match=r"input 'pixels' is neither an entry the module reads \(its in_keys are "
     ):
         build(inputs=["pixels"])
 
