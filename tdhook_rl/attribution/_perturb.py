@@ -238,10 +238,7 @@ class CoalitionMethod(AttributionMethod):
         self._players: dict[Any, Players] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {**self.__dict__, "_players": {}}
-        if "_generators" in state:  # Seeded methods: re-created (and re-seeded) when loaded
-            state["_generators"] = {}
-        return state
+        return {**self.__dict__, "_players": {}}
 
     def check_inputs(self, inputs: Sequence[NestedKey]) -> None:
         check_baseline_keys(self.baseline, inputs)
@@ -324,20 +321,6 @@ class CoalitionMethod(AttributionMethod):
         values = evaluate_masked(engine, inputs, baselines, off, self.chunk_size, n_background)
         groups, delta = self.combine(present, values)
         return AttributionResult(players.spread(groups), delta)
-
-
-class Seeded:
-    """A method's own random generators, one per device, seeded on first use: sampling
-    coalitions never draws from (or moves) the global generator, so wrapping a policy never
-    changes the actions it samples. Re-created and re-seeded after unpickling."""
-
-    seed: int
-    _generators: dict[torch.device, torch.Generator]
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[device]
 
 
 def random_permutations(

@@ -8,10 +8,10 @@ from tdhook_rl.attribution._perturb import (
     Background,
     CoalitionMethod,
     FeatureMask,
-    Seeded,
     check_n_samples,
     describe,
 )
+from tdhook_rl.attribution._seeded import Seeded
 from tdhook_rl.attribution.baselines import Baselines
 
 
@@ -66,8 +66,7 @@ class KernelShap(Seeded, CoalitionMethod):
     ) -> None:
         super().__init__(feature_mask, baseline, background, chunk_size)
         self.n_samples = check_n_samples(n_samples)
-        self.seed = seed
-        self._generators = {}
+        self._seeded(seed)
 
     def sample(self, n_groups: int, device: torch.device) -> torch.Tensor:
         """``(n_samples, n_groups)`` bool coalitions from the Shapley kernel (none when there

@@ -11,11 +11,11 @@ from tdhook_rl.attribution._perturb import (
     CoalitionMethod,
     FeatureMask,
     Players,
-    Seeded,
     check_n_samples,
     describe,
     evaluate_masked,
 )
+from tdhook_rl.attribution._seeded import Seeded
 from tdhook_rl.attribution.base import AttributionResult
 from tdhook_rl.attribution.baselines import Baselines
 from tdhook_rl.attribution.engine import GradientEngine
@@ -149,8 +149,7 @@ class Lime(Seeded, CoalitionMethod):
         self.n_samples = check_n_samples(n_samples)
         self.kernel_width = float(kernel_width)
         self.alpha = float(alpha)
-        self.seed = seed
-        self._generators = {}
+        self._seeded(seed)
 
     def coalitions(self, n_groups: int, device: torch.device) -> torch.Tensor:
         noise = torch.rand(

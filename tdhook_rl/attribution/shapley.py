@@ -12,11 +12,11 @@ from tdhook_rl.attribution._perturb import (
     CoalitionMethod,
     FeatureMask,
     Players,
-    Seeded,
     check_n_samples,
     describe,
     random_permutations,
 )
+from tdhook_rl.attribution._seeded import Seeded
 from tdhook_rl.attribution.baselines import Baselines
 
 #: ExactShapley enumerates 2^G coalitions; beyond this many groups, sample instead
@@ -187,8 +187,7 @@ class ShapleyValueSampling(Seeded, CoalitionMethod):
     ) -> None:
         super().__init__(feature_mask, baseline, background, chunk_size)
         self.n_samples = check_n_samples(n_samples)
-        self.seed = seed
-        self._generators = {}
+        self._seeded(seed)
 
     def coalitions(self, n_groups: int, device: torch.device) -> torch.Tensor:
         order = random_permutations(self.n_samples, n_groups, self.generator(device), device)

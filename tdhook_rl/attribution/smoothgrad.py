@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 from tensordict import NestedKey, TensorDictBase
 
+from tdhook_rl.attribution._seeded import Seeded
 from tdhook_rl.attribution.base import AttributionMethod, AttributionResult
 from tdhook_rl.attribution.engine import GradientEngine
 from tdhook_rl.attribution.saliency import Saliency
@@ -15,7 +15,7 @@ from tdhook_rl.attribution.saliency import Saliency
 KINDS: tuple[str, ...] = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
-class SmoothGrad(AttributionMethod):
+class SmoothGrad(Seeded, AttributionMethod):
     """Averages a method's attributions over Gaussian-perturbed copies of the inputs.
 
     The ``n_samples`` noisy copies become one extra batch dimension, so the inner method
@@ -64,21 +64,14 @@ class SmoothGrad(AttributionMethod):
         self.n_samples = n_samples
         self.stdev = float(stdev)
         self.kind = kind
-        self.seed = seed
+        self._seeded(seed)
         self.context_keys = list(getattr(method, "context_keys", []))
-        self._generators: dict[torch.device, torch.Generator] = {}
 
     def check_inputs(self, inputs: Sequence[NestedKey]) -> None:
         self.method.check_inputs(inputs)
 
     def check(self, inputs: Mapping[NestedKey, torch.Tensor], td: TensorDictBase) -> None:
         self.method.check(inputs, td)
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        """The noise generator for ``device``, created (and seeded) on first use."""
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[device]
 
     def attribute(
         self, engine: GradientEngine, inputs: Mapping[NestedKey, torch.Tensor]
@@ -99,11 +92,6 @@ class SmoothGrad(AttributionMethod):
         else:
             out = {k: (a * a).mean(1) - a.mean(1) ** 2 for k, a in inner.items()}
         return AttributionResult(out)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_generators"] = {}  # generators are re-created (and re-seeded) after unpickling
-        return state
 
     def __repr__(self) -> str:
         return (
