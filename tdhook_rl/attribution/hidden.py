@@ -26,7 +26,7 @@ from torch import nn
 from tdhook_rl.attribution.baselines import resolve_baseline
 from tdhook_rl.core.intercept import Interception, intercepting
 from tdhook_rl.core.keys import as_key
-from tdhook_rl.core.sites import KeySite, Site, resolve_sites
+from tdhook_rl.core.sites import KeySite, Site, resolve_sites, site_module
 from tdhook_rl.core.vmap import is_vmapped
 
 __all__ = ["HiddenSite", "hidden_site", "replacing", "site_baselines", "split_inputs"]
@@ -84,15 +84,7 @@ class HiddenSite:
 
 def hidden_site(module: nn.Module, name: str, site: Site) -> HiddenSite:
     """The :class:`HiddenSite` of ``site`` (resolved in ``module``), named ``name``."""
-    if isinstance(site, KeySite):
-        found = None
-        for sub in module.modules():
-            if sub is not module and site.key in (getattr(sub, "out_keys", None) or []):
-                found = sub  # pre-order: the last match is the innermost writer
-        if found is None:
-            raise ValueError(f"no submodule writes {site.key!r}: it cannot be attributed to")
-        return HiddenSite(name, site, found)
-    return HiddenSite(name, site, module.get_submodule(site.path))
+    return HiddenSite(name, site, site_module(module, site))
 
 
 def _through(site: HiddenSite, fn: Any, value: Any) -> Any:

@@ -159,6 +159,28 @@ def written_keys(module: nn.Module) -> list[NestedKey]:
     return keys
 
 
+def site_module(module: nn.Module, site: Site) -> nn.Module:
+    """The submodule to intercept for ``site``: the one at its path, or for a key site the
+    innermost TensorDict submodule that writes the key.
+
+    Examples:
+        >>> from tensordict.nn import TensorDictModule, TensorDictSequential
+        >>> inner = TensorDictModule(nn.Linear(2, 2), ["x"], ["h"])
+        >>> seq = TensorDictSequential(inner, TensorDictModule(nn.Tanh(), ["h"], ["y"]))
+        >>> site_module(seq, KeySite("h")) is inner
+        True
+    """
+    if not isinstance(site, KeySite):
+        return module.get_submodule(site.path)
+    found = None
+    for sub in module.modules():
+        if sub is not module and site.key in (getattr(sub, "out_keys", None) or []):
+            found = sub  # modules() is pre-order: the last match is the innermost
+    if found is None:
+        raise ValueError(f"no submodule writes {site.key!r}; it cannot be intercepted")
+    return found
+
+
 def resolve_site(module: nn.Module, spec: str | tuple | Site) -> Site:
     """Turns one site spec into a :class:`ModuleSite` or a :class:`KeySite`, checking it exists.
 

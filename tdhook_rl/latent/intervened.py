@@ -13,7 +13,7 @@ from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
 from tdhook_rl.core.intercept import Interception, intercepting
-from tdhook_rl.core.sites import KeySite, Site, SiteSpec, TypeSite, resolve_sites
+from tdhook_rl.core.sites import KeySite, Site, SiteSpec, TypeSite, resolve_sites, site_module
 from tdhook_rl.core.wrapper import TransparentWrapper
 from tdhook_rl.latent.interventions import Intervention, as_intervention
 from tdhook_rl.latent.recorded import Recorded
@@ -37,23 +37,8 @@ def _resolve(module: nn.Module, interventions: Mapping[SiteSpec, InterventionSpe
         for name, site in sites.items():
             if any(name == seen for seen, *_ in out):
                 raise ValueError(f"site {name!r} is given twice (check the TypeSite selections)")
-            if isinstance(site, KeySite):
-                target = _producer(module, site)
-            else:
-                target = module.get_submodule(site.path)
-            out.append((name, site, target, action))
+            out.append((name, site, site_module(module, site), action))
     return out
-
-
-def _producer(module: nn.Module, site: KeySite) -> nn.Module:
-    """The innermost TensorDict submodule that writes ``site.key``."""
-    found = None
-    for sub in module.modules():
-        if sub is not module and site.key in (getattr(sub, "out_keys", None) or []):
-            found = sub  # modules() is pre-order: the last match is the innermost
-    if found is None:
-        raise ValueError(f"no submodule writes {site.key!r}; it cannot be intervened on")
-    return found
 
 
 def _interceptions(resolved: Resolved, td: TensorDictBase) -> list[Interception]:
