@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Literal
 
 import torch
@@ -314,16 +314,12 @@ class Attributed(TransparentWrapper):
         if not self.enabled or inside_functional_transform():  # e.g. GAE's vmap
             return self._excluded(self.wrapped(tensordict, *args, **kwargs))
         prepared = self._prepare(tensordict)  # before the module writes into ``tensordict``
-        seen: dict[str, torch.Tensor] = {}
-        if self.hidden and prepared is not None:
-            source = tensordict.select(*self.in_keys, strict=False)  # before the module writes
-            with intercepting(captured(self.hidden, seen)):  # the hidden sites' activations
-                out = self.wrapped(tensordict, *args, **kwargs)
-            self._attribute(*prepared, out, tensordict.batch_size, seen, source)
-        else:
+        seen: dict[str, torch.Tensor] = {}  # the hidden sites' activations in this call
+        watch = self.hidden if prepared is not None else []
+        with intercepting(captured(watch, seen)) if watch else nullcontext():
             out = self.wrapped(tensordict, *args, **kwargs)
-            if prepared is not None:
-                self._attribute(*prepared, out, tensordict.batch_size)
+        if prepared is not None:
+            self._attribute(*prepared, out, tensordict.batch_size, seen)
         return self._excluded(out)
 
     # Under torch.compile both halves of the pass run eagerly and only the module's forward
@@ -349,10 +345,9 @@ class Attributed(TransparentWrapper):
         out: TensorDictBase,
         batch: torch.Size,
         seen: dict[str, torch.Tensor] | None = None,
-        source: TensorDictBase | None = None,
     ) -> None:
         """Runs the attribution pass and writes its results into ``out`` (``seen``: the
-        hidden sites' activations in the module's call; ``source``: its inputs)."""
+        hidden sites' activations in the module's call)."""
         reference_keys = [k for t in self.targets.values() for k in t.reference_keys]
         samples, inner = self._sample_split(batch)
         with gradients_enabled():
@@ -366,12 +361,13 @@ class Attributed(TransparentWrapper):
             if self.hidden:
                 if inner:
                     raise ValueError("hidden-site inputs cannot be combined with sample_dims")
+                source = context.copy()  # every entry the module read, for the site baselines
+                for key in inputs:
+                    source.set(key, values[key])
                 for site in self.hidden:
                     value = checked_activation(site, (seen or {}).get(site.name), batch)
                     values[site] = value.detach().clone()
-                baselines = site_baselines(
-                    self.wrapped, self.hidden, self.method, source if source is not None else out
-                )
+                baselines = site_baselines(self.wrapped, self.hidden, self.method, source)
                 for site, value in baselines.items():
                     context.set(site.baseline_key, value)
             engine = self.engine.at(context, reference, inner)
