@@ -142,8 +142,12 @@ class PointMassEnv(EnvBase):
         pad = torch.zeros(*self.batch_size, OBS - 2)
         return torch.cat([x, v, pad], -1)
 
+    def _starts(self) -> torch.Tensor:
+        """Each copy's start position, ``(*batch, 1)``."""
+        return torch.rand((*self.batch_size, 1), generator=self.generator) * 2 - 1
+
     def _reset(self, td):
-        x = torch.rand((*self.batch_size, 1), generator=self.generator) * 2 - 1
+        x = self._starts()
         if td is not None and "_reset" in td.keys() and hasattr(self, "_x"):
             reset = td["_reset"].reshape(*self.batch_size, 1)
             self._x = torch.where(reset, x, self._x)

@@ -23,23 +23,10 @@ class FixedStarts(PointMassEnv):
     """PointMassEnv whose copy i starts at ``linspace(-1.5, 1.5, EPISODES)[i % EPISODES]``:
     the same starts in a big batched env and in a small one."""
 
-    def _reset(self, td):
+    def _starts(self):
         n = self.batch_size.numel()
         starts = torch.linspace(-1.5, 1.5, EPISODES).repeat(n // EPISODES + 1)[:n]
-        x = starts.reshape(*self.batch_size, 1)
-        if td is not None and "_reset" in td.keys() and hasattr(self, "_x"):
-            reset = td["_reset"].reshape(*self.batch_size, 1)
-            self._x = torch.where(reset, x, self._x)
-            self._v = torch.where(reset, torch.zeros_like(x), self._v)
-        else:
-            self._x, self._v = x, torch.zeros_like(x)
-        done = torch.zeros((*self.batch_size, 1), dtype=torch.bool)
-        return TensorDict(
-            observation=self._obs(self._x, self._v),
-            done=done,
-            terminated=done.clone(),
-            batch_size=self.batch_size,
-        )
+        return starts.reshape(*self.batch_size, 1)
 
 
 def policy():
