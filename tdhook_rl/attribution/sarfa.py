@@ -7,8 +7,8 @@ from typing import ClassVar
 
 import torch
 
-from tdhook_rl.attribution._perturb import CoalitionMethod, FeatureMask, describe
-from tdhook_rl.attribution.baselines import Baselines
+from tdhook_rl.attribution._perturb import describe
+from tdhook_rl.attribution.feature_ablation import FeatureAblation
 
 
 def sarfa_scores(values: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ def sarfa_scores(values: torch.Tensor) -> torch.Tensor:
     return score.movedim(1, -1)
 
 
-class SARFA(CoalitionMethod):
+class SARFA(FeatureAblation):  # its constructor and coalitions: each group removed alone
     """Specific and relevant feature attribution of discrete actions, by feature removal.
 
     The targets must be the action values of one head, one target per action (every logit
@@ -76,18 +76,6 @@ class SARFA(CoalitionMethod):
 
     #: the scores are unsigned (:func:`tdhook_rl.attribution.noise.is_signed` reads it)
     abs: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        feature_mask: FeatureMask = None,
-        baseline: Baselines = 0.0,
-        chunk_size: int | None = None,
-    ) -> None:
-        super().__init__(feature_mask, baseline, None, chunk_size)
-
-    def coalitions(self, n_groups: int, device: torch.device) -> torch.Tensor:
-        eye = torch.eye(n_groups, dtype=torch.bool, device=device)
-        return torch.cat([~eye, torch.ones(1, n_groups, dtype=torch.bool, device=device)])
 
     def combine(
         self, present: torch.Tensor, values: torch.Tensor
