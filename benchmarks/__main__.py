@@ -22,6 +22,7 @@ from benchmarks import (
     ig_sweep,
     in_rollout,
     layer_ig,
+    lrp,
     multi_target_ig,
     perturbation,
     sae,
@@ -32,6 +33,7 @@ from benchmarks.report import from_json, render_markdown, write_reports
 BENCHMARKS: dict[str, Callable[[RunConfig], BenchmarkResult]] = {
     multi_target_ig.NAME: multi_target_ig.run,
     layer_ig.NAME: layer_ig.run,
+    lrp.NAME: lrp.run,
     ig_sweep.NAME: ig_sweep.run,
     in_rollout.NAME: in_rollout.run,
     gpu_rollout.NAME: gpu_rollout.run,

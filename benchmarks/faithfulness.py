@@ -1,4 +1,8 @@
-"""Faithfulness of every attribution method on the shipped double pendulum, with chance levels.
+"""Faithfulness of every attribution method on every shipped agent, with chance levels.
+
+The double pendulum's rows are below; the board agents' (Connect Four, chess: squares as
+feature groups) come from :mod:`benchmarks.faithfulness_boards`, whose ``BOARD_AGENTS`` is
+the extension point for further agents (the pixel agent).
 
 Data: a deterministic rollout of the shipped PPO agent (8 copies x 64 steps; ``--quick``: 4 x
 32). Heads: the policy's action location (``ActionLoc()``) and the critic's ``state_value``,
@@ -10,6 +14,9 @@ rollout's steps):
 * ``del AUC``: area under ``|f(x_k) - f(x)|`` as the top-k features are set to 0 (the
   observation's mean), k = 0..9 (larger: the ranking finds what matters);
 * ``ins AUC``: area under ``|f(x_k) - f(x)|`` as they are restored from 0 (smaller: better);
+* ``del nAUC`` / ``ins nAUC``: the normalized areas of
+  :func:`tdhook_rl.metrics.trust.grouped_curves` (the curve of ``|f - f(end)|`` divided by
+  its start; smaller than the ``random`` row: faithful), the one column every agent shares;
 * ``infid``: captum's normalized infidelity, Gaussian ``I`` with std 0.1, 16 draws (smaller);
   ``infid rand``: the same for the method's attribution shuffled over the features;
 * ``PGI`` / ``PGU``: the mean ``|change|`` after ``N(0, 0.5^2)`` noise on the top-3 /
@@ -32,6 +39,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.faithfulness_boards import board_cases
 from benchmarks.harness import (
     BenchmarkResult,
     CaseResult,
@@ -85,6 +93,7 @@ def _scores(explained, td, closed_loop, agent, seed, device) -> dict[str, dict[s
         randomization_check,
         sensitivity_max,
     )
+    from tdhook_rl.metrics.trust import grouped_curves
 
     def auc(curve, start) -> torch.Tensor:  # area under |f(x_k) - f(x)| over k / F
         return torch.trapezoid((curve - start).abs(), x=deleted.fractions, dim=0).mean()
@@ -95,6 +104,10 @@ def _scores(explained, td, closed_loop, agent, seed, device) -> dict[str, dict[s
     gap = prediction_gap(explained, td, 3, std=0.5, n_samples=16, seed=seed)
     sens = sensitivity_max(explained, td, n_perturb_samples=8, perturb_radius=0.05, seed=seed)
     sanity = randomization_check(explained, td, seed=seed).mean()
+    normalized = {
+        mode: grouped_curves(explained, td, mode=mode, n_random=16, seed=seed)
+        for mode in ("deletion", "insertion")
+    }
     out: dict[str, dict[str, float]] = {"method": {}, "random": {}}
     for head in HEADS:
         start = deleted.values[head][0]
@@ -102,6 +115,8 @@ def _scores(explained, td, closed_loop, agent, seed, device) -> dict[str, dict[s
         method = {
             "del AUC": auc(deleted.values[head], start),
             "ins AUC": auc(inserted.values[head], final),
+            "del nAUC": normalized["deletion"].auc[head],
+            "ins nAUC": normalized["insertion"].auc[head],
             "infid": fidelity.infidelity[head].mean(),
             "infid rand": fidelity.random[head].mean(),
             "PGI": gap.pgi[head].mean(),
@@ -112,6 +127,8 @@ def _scores(explained, td, closed_loop, agent, seed, device) -> dict[str, dict[s
         chance = {
             "del AUC": auc(deleted.random[head], start),
             "ins AUC": auc(inserted.random[head], final),
+            "del nAUC": normalized["deletion"].random_auc[head],
+            "ins nAUC": normalized["insertion"].random_auc[head],
             "PGI": gap.random[head].mean(),
             "PGU": gap.random[head].mean(),
         }
@@ -133,6 +150,70 @@ def _scores(explained, td, closed_loop, agent, seed, device) -> dict[str, dict[s
         out[f"method {head}"] = {k: float(v) for k, v in method.items()}
         out[f"random {head}"] = {k: float(v) for k, v in chance.items()}
     return out
+
+
+def _data_randomization(agent, batch, targets, config: RunConfig) -> CaseResult:
+    """Adebayo et al.'s data randomization, by distillation: a fresh MLP (9-64-64-2, tanh)
+    regresses the policy's action location and the value on the rollout's states, and
+    another from the same initial weights regresses them permuted across the states; ``rho
+    data`` is each method's rank correlation between the two networks' maps (low: the map
+    reflects what was learned), ``R2`` / ``R2 perm`` the two fits on the real targets."""
+    import tdhook_rl as thr
+    from tdhook_rl.metrics.data_randomization import compare_maps, distil
+    from tdhook_rl.targets import per_sample
+
+    states = batch["observation"].reshape(-1, batch["observation"].shape[-1])
+    explained = thr.Attributed(
+        agent.actor_critic, "saliency", inputs=["observation"], targets=targets
+    )
+    with torch.no_grad():
+        from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            out = explained(batch.reshape(-1).clone())
+        bound = explained.targets
+        teacher = torch.stack(
+            [per_sample(bound[h](out, out), out.batch_size, bound[h]) for h in HEADS], -1
+        )
+    teacher = teacher.reshape(states.shape[0], len(HEADS)).detach()
+    scale = teacher.std(0).clamp_min(1e-6)  # both columns on one scale for the regression
+    target = (teacher - teacher.mean(0)) / scale
+    order = torch.randperm(states.shape[0], generator=torch.Generator().manual_seed(config.seed))
+
+    def student() -> torch.nn.Module:
+        n = states.shape[-1]
+        return torch.nn.Sequential(
+            torch.nn.Linear(n, 64),
+            torch.nn.Tanh(),
+            torch.nn.Linear(64, 64),
+            torch.nn.Tanh(),
+            torch.nn.Linear(64, len(HEADS)),
+        )
+
+    steps = 100 if config.quick else 400
+    trained = distil(student, states, target, steps=steps, seed=config.seed)
+    permuted = distil(student, states, target[order], steps=steps, seed=config.seed)
+    with torch.no_grad():
+        fits = [
+            1 - (net(states) - target).square().sum(0) / (target - target.mean(0)).square().sum(0)
+            for net in (trained, permuted)
+        ]
+    rows = []
+    for name, method in _methods(config.quick).items():
+        start = time.perf_counter()
+        rho = compare_maps(trained, permuted, states, method, list(HEADS))
+        seconds = time.perf_counter() - start
+        row = ContestantResult(name, "ok", timing=Timing([seconds]))
+        row.extras = {f"rho data {h}": float(rho[h].nanmean()) for h in HEADS}
+        rows.append(row)
+    fit = {f"R2 {h}": float(fits[0][i]) for i, h in enumerate(HEADS)}
+    fit |= {f"R2 perm {h}": float(fits[1][i]) for i, h in enumerate(HEADS)}
+    rows.append(ContestantResult("random", "ok", "the students' fits", extras=fit))
+    return CaseResult(
+        "double_pendulum data randomization",
+        {"states": int(states.shape[0]), "adam_steps": steps},
+        rows,
+    )
 
 
 def run(config: RunConfig) -> BenchmarkResult:
@@ -177,23 +258,33 @@ def run(config: RunConfig) -> BenchmarkResult:
     cases = []
     for head in HEADS:
         random_row = ContestantResult("random", "ok", "chance level", extras=chance.get(head, {}))
-        cases.append(CaseResult(head, {"batch": [envs, steps]}, [*rows[head], random_row]))
+        label = f"double_pendulum {head}"
+        cases.append(CaseResult(label, {"batch": [envs, steps]}, [*rows[head], random_row]))
+    cases.append(_data_randomization(agent, batch, targets, config))
+    boards, notes = board_cases(config)
+    cases += boards
     return BenchmarkResult(
         name=NAME,
-        title="Faithfulness of every method (double pendulum), against chance",
+        title="Faithfulness of every method on every shipped agent, against chance",
         description=(
-            "Each method's attributions of the policy's action location and of the value, "
-            "measured by tdhook_rl.metrics (see benchmarks/faithfulness.py for the definitions "
-            "and directions); the `random` row is each metric's chance level (random "
-            "orderings, subsets or shuffled attributions, seeded). Timing: one attribution "
-            "pass over the rollout."
+            "Each method's attributions of each head, measured by tdhook_rl.metrics (see "
+            "benchmarks/faithfulness.py and benchmarks/faithfulness_boards.py for the "
+            "definitions and directions); the `random` row is each metric's chance level "
+            "(random orderings, subsets or shuffled attributions, seeded). `del nAUC` / "
+            "`ins nAUC` (every agent): normalized areas, smaller than `random` is faithful; "
+            "`rho`: rank correlation with the map of a network with every layer "
+            "re-initialized (near 0: the map depends on the weights; boards: over squares). "
+            "Timing: one attribution pass over the rollout (boards: over the positions)."
         ),
         settings={
-            "batch": f"{envs} copies x {steps} steps",
-            "heads": "policy: ActionLoc(), value: state_value",
+            "double_pendulum batch": f"{envs} copies x {steps} steps",
+            "double_pendulum heads": "policy: ActionLoc(), value: state_value",
+            "board heads": "move: ActionValue('logits', 'action'), value: state_value",
+            "board groups": "squares (all planes of a square together), removed = 0",
             "seed": config.seed,
         },
         reference="random",
         tolerance=Tolerance(),
         cases=cases,
+        notes=notes,
     )

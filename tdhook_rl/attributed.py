@@ -12,6 +12,7 @@ from tensordict.nn import TensorDictModuleBase
 
 from tdhook_rl.attribution import AttributionMethod, resolve_method
 from tdhook_rl.attribution.engine import GradientEngine, Strategy
+from tdhook_rl.attribution.grouped import attribute_by_group
 from tdhook_rl.attribution.hidden import (
     HiddenSite,
     captured,
@@ -66,6 +67,9 @@ class Attributed(TransparentWrapper):
     heads are attributed in one batched pass, and written, detached, under
     ``(out_key, target_name, *input_key)`` with the input's shape. Methods with a completeness
     delta also write ``(out_key, target_name, "completeness_delta")`` with the batch shape.
+    Hidden sites among the inputs (captum's layer methods) are each attributed in a pass of
+    their own, the input entries in another: an observation and a layer it feeds each get
+    what they would get alone (one batched pass per group, all targets in each).
 
     The wrapper shares the wrapped module's parameters (``state_dict`` keys, ``named_modules``
     paths and ``TensorDict.from_module`` are the raw module's), pickles for multi-process
@@ -370,8 +374,7 @@ class Attributed(TransparentWrapper):
                 baselines = site_baselines(self.wrapped, self.hidden, self.method, source)
                 for site, value in baselines.items():
                     context.set(site.baseline_key, value)
-            engine = self.engine.at(context, reference, inner)
-            result = self.method.attribute(engine, values)
+            result = attribute_by_group(self.method, self.engine, values, context, reference, inner)
         root = key_tuple(self.out_key)
         device = next(iter(values.values())).device
         for i, name in enumerate(self.targets):

@@ -9,7 +9,9 @@ shown):
 * ``chess``: attributes the chosen move and the win probability to the squares of a few
   positions (held-out ones, or ``--fen``);
 * ``connect_four``: plays a few games against a scripted player and attributes every move
-  and evaluation of the agent to the cells of the grid.
+  and evaluation of the agent to the cells of the grid;
+* ``breakout``: plays a few MinAtar Breakout episodes and writes Greydanus-style saliency
+  movies (GIF) of the policy and the value, plus occlusion and gradient maps of a few frames.
 
 Each job's flags are built from its options dataclass (:mod:`tdhook_rl.report.options`),
 which holds their defaults, minimums and help. Options that belong to another agent are
@@ -35,6 +37,7 @@ from types import FrameType
 from typing import Any
 
 from tdhook_rl.report.options import (
+    BreakoutOptions,
     ChessOptions,
     ConnectFourOptions,
     ExplainOptions,
@@ -68,7 +71,7 @@ class Explainer:
 
     Examples:
         >>> sorted(EXPLAINERS)
-        ['chess', 'connect_four', 'double_pendulum']
+        ['breakout', 'chess', 'connect_four', 'double_pendulum']
         >>> EXPLAINERS["connect_four"].specific
         {'games': 2, 'opponent': 'random', 'positions': 8}
         >>> EXPLAINERS["chess"].make_options({"positions": 2}).positions
@@ -113,6 +116,9 @@ EXPLAINERS: dict[str, Explainer] = {
     "chess": Explainer("tdhook_rl.report.chess", ChessOptions, "explain_chess", BOARD_ENTRIES),
     "connect_four": Explainer(
         "tdhook_rl.report.connect_four", ConnectFourOptions, "explain_connect_four", BOARD_ENTRIES
+    ),
+    "breakout": Explainer(
+        "tdhook_rl.report.breakout", BreakoutOptions, "explain_breakout", BOARD_ENTRIES
     ),
 }
 
@@ -336,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Examples:
         >>> main(["agents"])
+        breakout
         chess
         connect_four
         double_pendulum

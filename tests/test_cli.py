@@ -35,6 +35,7 @@ def test_explain_default_agent_on_a_reduced_budget(tmp_path, capsys):
         ".tdhook-rl-report",
         "ablation_effects.png",
         "attribution_over_time.png",
+        "deletion_curves.png",
         "feature_shares.png",
         "probe_r2.png",
         "report.html",
@@ -52,7 +53,7 @@ def test_explain_default_agent_on_a_reduced_budget(tmp_path, capsys):
     # --ablation-steps 15 caps the paired episodes: at most 15 rewards of about 10
     assert all(0 < a["clean"] <= 15 * 10 for a in summary["ablations"])
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("report: ") and "transitions" in line
     worst = min(summary["ablations"], key=lambda r: r["change"])

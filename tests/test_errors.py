@@ -95,8 +95,8 @@ def test_baseline_key_missing():
 
 
 def test_unknown_method_name():
-    with pytest.raises(ValueError, match=r"unknown attribution method 'lrp'.*known names"):
-        attributed(method="lrp")
+    with pytest.raises(ValueError, match=r"unknown attribution method 'deeplift'.*known names"):
+        attributed(method="deeplift")
 
 
 def test_method_class_instead_of_instance():

@@ -212,6 +212,7 @@ def train(
     random_fraction: float = 0.125,
     eval_every: int = 25,
     max_minutes: float | None = None,
+    save_every: int = 0,
     seed: int = 0,
     device: torch.device | str = "cpu",
     out: Path | str = HERE,
@@ -232,6 +233,9 @@ def train(
         eval_every: rounds between evaluations against the greedy player (200 games) shown in
             the progress bar; the checkpoint is written at each one.
         max_minutes: stop early after this wall time (the rounds done are reported).
+        save_every: also write ``checkpoints/round_NNNN.pt`` under ``out`` every this many
+            rounds and at round 0 (the initialization), for probes across training
+            (:func:`tdhook_rl.concepts.across.probe_across`); ``0``: none.
         seed: seeds the network, the sampling and the scripted player.
         device: ``"cpu"``, ``"cuda"``, ...
         out: the folder for ``checkpoint.pt``.
@@ -263,6 +267,8 @@ def train(
     start = time.monotonic()
     rounds = 0
     bar = tqdm(range(iterations), desc="connect four self-play", mininterval=5.0)
+    if save_every:
+        save(agent, out / "checkpoints" / "round_0000.pt", {**settings, "rounds": 0})
     for it in bar:
         batch, bootstrap, td = _collect(agent, env, td, horizon, opponents, agent_seat)
         reward = batch["next", "reward"].squeeze(-1)
@@ -284,6 +290,9 @@ def train(
                 logs = _ppo_step(agent, flat[idx], optimizer, clip, entropy_coeff, value_coeff)
         schedule.step()
         rounds = it + 1
+        if save_every and rounds % save_every == 0:
+            name = f"round_{rounds:04d}.pt"
+            save(agent, out / "checkpoints" / name, {**settings, "rounds": rounds})
         if eval_every and (rounds % eval_every == 0 or rounds == iterations):
             rates = evaluate(agent, "greedy", games=200, seed=it, device=device)
             bar.set_postfix(
@@ -326,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-minutes", type=float, default=45.0, help="stop early (a slow machine)"
     )
+    parser.add_argument(
+        "--save-every", type=int, default=0, help="also keep a checkpoint every N rounds"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--games", type=int, default=500, help="evaluation games per opponent")
@@ -342,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
         greedy_fraction=args.greedy_fraction,
         random_fraction=args.random_fraction,
         max_minutes=args.max_minutes,
+        save_every=args.save_every,
         seed=args.seed,
         device=args.device,
         out=args.out,

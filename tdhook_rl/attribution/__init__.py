@@ -10,13 +10,17 @@ and the perturbation methods (no gradients) ``"feature_ablation"``, ``"exact_sha
 from __future__ import annotations
 
 from tdhook_rl.attribution.base import AttributionMethod, AttributionResult
+from tdhook_rl.attribution.board_perturbations import BoardPerturbation, Structured
+from tdhook_rl.attribution.conductance import Conductance
 from tdhook_rl.attribution.engine import GradientEngine
 from tdhook_rl.attribution.feature_ablation import FeatureAblation
 from tdhook_rl.attribution.gradcam import GradCAM
+from tdhook_rl.attribution.guided import GuidedBackprop, GuidedGradCAM
 from tdhook_rl.attribution.input_x_gradient import InputXGradient
 from tdhook_rl.attribution.integrated_gradients import IntegratedGradients
 from tdhook_rl.attribution.kernel_shap import KernelShap
 from tdhook_rl.attribution.lime import Lime
+from tdhook_rl.attribution.lrp import LRP
 from tdhook_rl.attribution.occlusion import Occlusion
 from tdhook_rl.attribution.perturbation_saliency import PerturbationSaliency
 from tdhook_rl.attribution.quadrature import RULES, quadrature
@@ -38,6 +42,9 @@ METHODS: dict[str, type[AttributionMethod]] = {
     "lime": Lime,
     "perturbation_saliency": PerturbationSaliency,
     "sarfa": SARFA,
+    "lrp": LRP,
+    "conductance": Conductance,
+    "guided_backprop": GuidedBackprop,
 }
 
 
@@ -63,15 +70,20 @@ def resolve_method(method: AttributionMethod | str) -> AttributionMethod:
 
 
 __all__ = [
+    "LRP",
     "METHODS",
     "RULES",
     "SARFA",
     "AttributionMethod",
     "AttributionResult",
+    "BoardPerturbation",
+    "Conductance",
     "ExactShapley",
     "FeatureAblation",
     "GradCAM",
     "GradientEngine",
+    "GuidedBackprop",
+    "GuidedGradCAM",
     "InputXGradient",
     "IntegratedGradients",
     "KernelShap",
@@ -81,6 +93,7 @@ __all__ = [
     "Saliency",
     "ShapleyValueSampling",
     "SmoothGrad",
+    "Structured",
     "quadrature",
     "resolve_method",
 ]

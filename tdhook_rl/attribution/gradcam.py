@@ -10,6 +10,7 @@ from tensordict import NestedKey
 
 from tdhook_rl.attribution.base import AttributionMethod, AttributionResult
 from tdhook_rl.attribution.engine import GradientEngine
+from tdhook_rl.attribution.hidden import HiddenSite
 
 
 class GradCAM(AttributionMethod):
@@ -54,8 +55,9 @@ class GradCAM(AttributionMethod):
         batch_dims = len(engine.batch_shape)
         for key, x in inputs.items():
             if x.ndim - batch_dims != 3:
+                name = key.name if isinstance(key, HiddenSite) else key
                 raise ValueError(
-                    f"GradCAM needs a [*batch, C, H, W] activation; {key!r} has per-sample "
+                    f"GradCAM needs a [*batch, C, H, W] activation; {name!r} has per-sample "
                     f"shape {tuple(x.shape[batch_dims:])}: attribute to a conv layer's output"
                 )
         grads = engine.gradients(inputs)  # key -> (n_t, *batch, C, H, W)

@@ -26,7 +26,7 @@ from torch import nn
 from tdhook_rl.attribution.baselines import resolve_baseline
 from tdhook_rl.core.intercept import Interception, intercepting
 from tdhook_rl.core.keys import as_key
-from tdhook_rl.core.sites import KeySite, Site, resolve_sites, site_module
+from tdhook_rl.core.sites import KeySite, ModuleSite, Site, resolve_sites, site_module
 from tdhook_rl.core.vmap import is_vmapped
 
 __all__ = ["HiddenSite", "hidden_site", "replacing", "site_baselines", "split_inputs"]
@@ -69,11 +69,18 @@ class HiddenSite:
                 "attribute to a submodule that outputs one tensor (or a key it writes)"
             )
         if not value.is_floating_point():
-            raise TypeError(f"hidden site {self.name!r} is {value.dtype}: gradients need floats")
+            raise TypeError(
+                f"hidden site {self.name!r} gives a {value.dtype} tensor; attribution needs a "
+                "floating-point activation: attribute to a site before it is cast or "
+                "discretized (e.g. the layer before an argmax or a comparison)"
+            )
         return value
 
     def interception(self, fn: Any, observe: bool = False) -> Interception:
-        return Interception(self.module, partial(_through, self, fn), self.io, observe)
+        element = self.site.element if isinstance(self.site, ModuleSite) else ()
+        return Interception(
+            self.module, partial(_through, self, fn), self.io, observe, element=element
+        )
 
     def __hash__(self) -> int:
         return hash((HiddenSite, self.name))
@@ -113,9 +120,15 @@ def replacing(site: HiddenSite, values: torch.Tensor) -> Interception:
 
 
 def captured(sites: list[HiddenSite], store: dict[str, torch.Tensor]) -> list[Interception]:
-    """Observers keeping each site's first activation of a call in ``store``."""
+    """Observers keeping each site's first activation of a call in ``store``. A site seen
+    under more functorch transforms than the observers were made under runs inside a vmap
+    of the module's own (the engine's forward-mode passes make theirs around it): refused,
+    as :func:`checked_activation` refuses it in the module's own call."""
+    depth = _transform_depth()
 
     def keep(name: str, value: torch.Tensor) -> None:
+        if _transform_depth() > depth:
+            raise ValueError(_inside_vmap(name))
         store.setdefault(name, value)
 
     return [s.interception(partial(keep, s.name), observe=True) for s in sites]
@@ -133,10 +146,7 @@ def checked_activation(
             "attribute to a site the module runs"
         )
     if own_call and is_vmapped(value):
-        raise ValueError(
-            f"hidden site {site.name!r} runs inside torch.vmap (e.g. the per-agent networks "
-            "of MultiAgentMLP(share_params=False)); attribute to a site outside it"
-        )
+        raise ValueError(_inside_vmap(site.name))
     if value.shape[: len(batch)] != batch:
         raise ValueError(
             f"hidden site {site.name!r} gives shape {tuple(value.shape)}, whose leading "
@@ -144,6 +154,20 @@ def checked_activation(
             "batch is reshaped"
         )
     return value
+
+
+def _inside_vmap(name: str) -> str:
+    return (
+        f"hidden site {name!r} runs inside torch.vmap (e.g. the per-agent networks of "
+        "MultiAgentMLP(share_params=False)), where a hook sees one slice; attribute to a "
+        "site outside it"
+    )
+
+
+def _transform_depth() -> int:
+    """How many functorch transforms (vmap, jvp, grad) the current code runs under."""
+    depth = getattr(torch._C._functorch, "get_dynamic_layer_stack_depth", None)
+    return 0 if depth is None else int(depth())
 
 
 _NO_BASELINE = object()

@@ -13,6 +13,7 @@ from tensordict import NestedKey, TensorDictBase
 from tdhook_rl.attribution._perturb import check_chunk_size
 from tdhook_rl.attribution.base import AttributionMethod, AttributionResult
 from tdhook_rl.attribution.engine import GradientEngine
+from tdhook_rl.core.keys import as_key
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -79,11 +80,26 @@ class PerturbationSaliency(AttributionMethod):
     All placements (of every image key, one key at a time with the others at their values)
     go through one forward (one per ``chunk_size`` placements) for all samples and targets.
 
+    **Recurrent agents.** A policy with memory (TorchRL's ``LSTMModule``/``GRUModule`` in
+    step mode) reads its carried state from the TensorDict (``recurrent_state_h`` and
+    ``recurrent_state_c``, or ``recurrent_state``, with ``is_init``); every perturbed forward
+    of step ``t`` is given that step's own state, unchanged, so only the frame differs
+    (Greydanus et al.'s code likewise restores the step's ``(h, c)`` for every mask). To
+    measure how much the heads lean on the memory, name state entries in ``memory`` and
+    among ``Attributed``'s inputs: each gets one more perturbation, the state multiplied by
+    ``1 - memory_blur`` (their ``blur_memory``, applied to the LSTM's cell state; ``1``
+    erases it), in the same forward; its score ``1/2 (f(I, m) - f(I, m'))^2`` is written as
+    the state's attribution, repeated over its entries. (Whole trajectories read by a
+    recurrent-mode module, ``sample_dims=1``, are blurred at the same place in every frame.)
+
     Args:
         radius: standard deviation of the mask, in pixels.
         stride: pixels between mask centres.
         sigma: standard deviation of the blur, in pixels.
         chunk_size: at most this many placements per forward; ``None`` for all at once.
+        memory: recurrent-state entries (attributed inputs) to blur, e.g.
+            ``["recurrent_state_c"]``; their shape is free (not an image).
+        memory_blur: the fraction of the state removed, in ``[0, 1]``.
 
     Examples:
         >>> import torch
@@ -97,6 +113,25 @@ class PerturbationSaliency(AttributionMethod):
         >>> out = explained(TensorDict(pixels=torch.rand(4, 2, 12, 12), batch_size=[4]))
         >>> out["attribution", "value", "pixels"].shape
         torch.Size([4, 2, 12, 12])
+
+        The memory of a recurrent policy, blurred too:
+
+        >>> from tensordict.nn import TensorDictSequential
+        >>> from torchrl.modules import LSTMModule
+        >>> encoder = TensorDictModule(torch.nn.Flatten(-3), ["pixels"], ["embed"])
+        >>> lstm = LSTMModule(input_size=2 * 12 * 12, hidden_size=8, in_key="embed",
+        ...                   out_key="features")
+        >>> head = TensorDictModule(torch.nn.Linear(8, 1), ["features"], ["state_value"])
+        >>> explained = thr.Attributed(
+        ...     TensorDictSequential(encoder, lstm, head),
+        ...     PerturbationSaliency(radius=2, stride=3, sigma=1, memory=["recurrent_state_c"]),
+        ...     inputs=["pixels", "recurrent_state_c"], targets={"value": "state_value"})
+        >>> step = TensorDict(pixels=torch.rand(4, 2, 12, 12),
+        ...                   recurrent_state_h=torch.randn(4, 1, 8),
+        ...                   recurrent_state_c=torch.randn(4, 1, 8),
+        ...                   is_init=torch.zeros(4, 1, dtype=torch.bool), batch_size=[4])
+        >>> explained(step)["attribution", "value", "recurrent_state_c"].shape
+        torch.Size([4, 1, 8])
     """
 
     #: the scores are magnitudes (:func:`tdhook_rl.attribution.noise.is_signed` reads it)
@@ -108,6 +143,8 @@ class PerturbationSaliency(AttributionMethod):
         stride: int = 5,
         sigma: float = 3.0,
         chunk_size: int | None = None,
+        memory: Sequence[NestedKey] = (),
+        memory_blur: float = 1.0,
     ) -> None:
         if not radius > 0:
             raise ValueError(f"radius must be > 0, got {radius!r}")
@@ -119,9 +156,27 @@ class PerturbationSaliency(AttributionMethod):
         self.stride = stride
         self.sigma = float(sigma)
         self.chunk_size = check_chunk_size(chunk_size)
+        if isinstance(memory, str):
+            memory = [memory]
+        self.memory = [as_key(k, "memory key") for k in memory]
+        if not 0 <= memory_blur <= 1:
+            raise ValueError(
+                f"memory_blur must be in [0, 1] (1 erases the state), got {memory_blur!r}"
+            )
+        self.memory_blur = float(memory_blur)
+
+    def check_inputs(self, inputs: Sequence[NestedKey]) -> None:
+        for key in self.memory:
+            if key not in inputs:
+                raise ValueError(
+                    f"memory entry {key!r} is not an attributed input (the inputs are "
+                    f"{list(inputs)}); add it to Attributed(inputs=...) to blur it"
+                )
 
     def check(self, inputs: Mapping[NestedKey, torch.Tensor], td: TensorDictBase) -> None:
         for key, x in inputs.items():
+            if key in self.memory:
+                continue
             feature = x.shape[td.batch_dims :]
             if len(feature) < 2:
                 raise ValueError(
@@ -135,6 +190,9 @@ class PerturbationSaliency(AttributionMethod):
         batch_dims = len(engine.batch_shape)
         plans = {}
         for key, x in inputs.items():
+            if key in self.memory:  # one perturbation: the whole state scaled
+                plans[key] = (x.new_ones(1), x * (1 - self.memory_blur))
+                continue
             h, w = x.shape[-2:]
             masks = gaussian_masks(h, w, self.radius, self.stride, x.device, x.dtype)  # (P_k, h, w)
             plans[key] = (masks, gaussian_blur(x, self.sigma))
@@ -151,12 +209,13 @@ class PerturbationSaliency(AttributionMethod):
                 for k, offset, size in zip(keys, _offsets(sizes), sizes, strict=True):
                     x = inputs[k]
                     lo, hi = max(start, offset) - offset, min(stop, offset + size) - offset
-                    # rows of this chunk that perturb key k: (c, h, w), zero elsewhere
-                    m = x.new_zeros(stop - start, *x.shape[-2:])
+                    # rows of this chunk that perturb key k: (c, *plane), zero elsewhere
+                    plane = plans[k][0].shape[1:]  # (h, w), or () for a memory entry
+                    m = x.new_zeros(stop - start, *plane)
                     if lo < hi:
                         m[lo + offset - start : hi + offset - start] = plans[k][0][lo:hi]
-                    # (c, h, w) -> (c, *[1] * (batch_dims + leading feature dims), h, w)
-                    m = m.reshape(stop - start, *[1] * (x.ndim - 2), *x.shape[-2:])
+                    # (c, *plane) -> (c, *[1] * (batch_dims + other feature dims), *plane)
+                    m = m.reshape(stop - start, *[1] * (x.ndim - len(plane)), *plane)
                     values[k] = x + (plans[k][1] - x) * m  # I (1 - M) + blur(I) M
                 y = engine.evaluate(values, lead=(stop - start,))  # (n_t, c, *batch)
                 scores.append(0.5 * (full[:, None] - y) ** 2)
@@ -164,6 +223,11 @@ class PerturbationSaliency(AttributionMethod):
         out = {}
         for k, offset, size in zip(keys, _offsets(sizes), sizes, strict=True):
             x = inputs[k]
+            if k in self.memory:  # (n_t, *batch) -> repeated over the state's entries
+                part = score[:, offset].reshape(score.shape[0], *engine.batch_shape)
+                part = part.reshape(*part.shape, *[1] * (x.ndim - batch_dims))
+                out[k] = part.expand(part.shape[0], *x.shape).contiguous()
+                continue
             h, w = x.shape[-2:]
             n_i, n_j = len(range(0, h, self.stride)), len(range(0, w, self.stride))
             part = score[:, offset : offset + size].movedim(1, -1)  # (n_t, *batch, P_k)
@@ -177,7 +241,8 @@ class PerturbationSaliency(AttributionMethod):
     def __repr__(self) -> str:
         return (
             f"PerturbationSaliency(radius={self.radius}, stride={self.stride}, "
-            f"sigma={self.sigma}, chunk_size={self.chunk_size})"
+            f"sigma={self.sigma}, chunk_size={self.chunk_size}"
+            + (f", memory={self.memory}, memory_blur={self.memory_blur})" if self.memory else ")")
         )
 
 

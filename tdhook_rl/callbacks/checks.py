@@ -19,6 +19,7 @@ from tdhook_rl.attributed import Attributed
 from tdhook_rl.attribution import AttributionMethod
 from tdhook_rl.attribution.features import FeatureGroups, feature_groups
 from tdhook_rl.callbacks.options import AttributionSpec, Interventions, ProbeSpec
+from tdhook_rl.callbacks.scalars import unit_groups
 from tdhook_rl.core.keys import held_keys, key_tuple
 from tdhook_rl.latent.intervened import Intervened
 from tdhook_rl.latent.recorded import Recorded
@@ -32,6 +33,7 @@ __all__ = [
     "dry_call",
     "heads_description",
     "input_groups",
+    "site_groups",
     "wrap",
 ]
 
@@ -47,7 +49,8 @@ def wrap(
     try:
         method = cast("AttributionMethod", spec.method)  # resolved by AttributionSpec
         explained = Attributed(module, method, inputs=list(spec.inputs), targets=spec.targets)
-        return explained, Recorded(explained, probes.sites) if probes is not None else explained
+        recorded = Recorded(explained, probes.sites) if probes is not None else explained
+        return explained, recorded
     except (ValueError, TypeError) as err:
         raise type(err)(f"{PREFIX}: {err}") from err
 
@@ -87,11 +90,20 @@ def agent_dims(td: TensorDictBase, key: NestedKey) -> int:
     return parent.batch_dims - td.batch_dims
 
 
-def input_groups(td: TensorDictBase, spec: AttributionSpec) -> tuple[FeatureGroups, int]:
-    """The rows the first input is logged in, and its agent dimensions, checked on ``td``
-    (the dry call's output): ``feature_names`` must fit the input's features."""
-    key = spec.inputs[0]
-    value = td.get(key)
+def input_groups(
+    td: TensorDictBase, spec: AttributionSpec, key: NestedKey | None = None
+) -> tuple[FeatureGroups, int]:
+    """The rows the input ``key`` (default: the first input) is logged in, and its agent
+    dimensions, checked on ``td`` (the dry call's output): ``feature_names`` must fit the
+    input's features. For a hidden site, the shape is its attribution's."""
+    key = spec.inputs[0] if key is None else key
+    if key_tuple(key) not in [key_tuple(k) for k in td.keys(True)]:  # a hidden site
+        head = next(iter(td.get("attribution").keys()))
+        value = td.get(("attribution", head, *key_tuple(key)))
+        if spec.feature_names is None:
+            return unit_groups(tuple(value.shape[td.batch_dims :])), 0
+    else:
+        value = td.get(key)
     agents = agent_dims(td, key)
     if agents > 1:
         raise ValueError(
@@ -118,6 +130,17 @@ def input_groups(td: TensorDictBase, spec: AttributionSpec) -> tuple[FeatureGrou
             f"{PREFIX}: AttributionSpec.feature_names do not fit input {key!r} ({where}): {err}"
         ) from err
     return groups, agents
+
+
+def site_groups(td: TensorDictBase, explained: Attributed) -> dict[str, FeatureGroups]:
+    """``{site name: unit groups}`` for each hidden site ``explained`` attributes to, from
+    the shape of its attribution in ``td`` (the dry call's output)."""
+    root = key_tuple(explained.out_key)
+    head = next(iter(explained.targets))
+    return {
+        site.name: unit_groups(tuple(td.get((*root, head, site.name)).shape[td.batch_dims :]))
+        for site in explained.hidden
+    }
 
 
 def check_labels(probes: ProbeSpec, td: TensorDictBase, env: EnvBase) -> None:

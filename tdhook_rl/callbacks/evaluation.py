@@ -23,8 +23,10 @@ from tdhook_rl.callbacks.checks import (
     dry_call,
     heads_description,
     input_groups,
+    site_groups,
     wrap,
 )
+from tdhook_rl.callbacks.faithfulness import check_faithfulness, faithfulness_scalars
 from tdhook_rl.callbacks.options import (
     EXPERIMENT,
     AttributionSpec,
@@ -34,7 +36,13 @@ from tdhook_rl.callbacks.options import (
     Schedule,
     check_option,
 )
-from tdhook_rl.callbacks.scalars import episode_scalars, head_shares, scalar_name, slug
+from tdhook_rl.callbacks.scalars import (
+    episode_scalars,
+    head_shares,
+    scalar_name,
+    site_scalars,
+    slug,
+)
 from tdhook_rl.core.loggers import LOGGER_BACKENDS
 from tdhook_rl.evaluate import intervention_effect
 from tdhook_rl.latent.probes import ProbeResults, fit_probes
@@ -57,6 +65,10 @@ class InterpretabilityCallback:
       input, or pooled over agents with ``AttributionSpec(pool_agents=True)``; per channel,
       per block of a single-channel image or of a long vector for large inputs, see
       :func:`~tdhook_rl.attribution.features.feature_groups`);
+    * ``attribution/<head>/<site>/<unit group>`` for each hidden site among the inputs
+      (``AttributionSpec(inputs=["observation", "module.0.module.1"])``): each unit's share
+      of the head's mean absolute attribution to that layer (per channel or block of units
+      for large layers; only the largest with ``AttributionSpec(top_units=k)``);
     * ``attribution/<head>/rounding_level``: 1 when the head's attributions are at the float
       rounding level of its output (:func:`~tdhook_rl.attribution.noise.rounding_level`; e.g.
       ``ActionLogProb()`` of a deterministic continuous policy with a state-independent
@@ -172,10 +184,17 @@ class InterpretabilityCallback:
         # the one wrapper every evaluation calls: Attributed, in Recorded with probes
         attributed, self.explained = wrap(module, attribution, probes)
         self.targets = attributed.targets  # bound to the module
+        self._attributed = attributed  # re-evaluated by the faithfulness scalars
+        check_faithfulness(attribution.faithfulness, attributed)
         if interventions is not None:
             check_interventions(interventions, module)
         checked = dry_call(env, self.explained, module)
-        self.groups, _ = input_groups(checked, attribution)
+        # the first entry the module reads is logged per feature and drawn (else the first
+        # hidden site); every hidden site is logged per unit group
+        keys = attributed.inputs
+        self.drawn_key = keys[0] if keys else attributed.hidden[0].name
+        self.groups, _ = input_groups(checked, attribution, self.drawn_key)
+        self.sites = site_groups(checked, attributed)
         self.rounding: set[str] = set()  # heads at rounding level at the last evaluation
         if probes is not None:
             check_labels(probes, checked, env)
@@ -252,6 +271,8 @@ class InterpretabilityCallback:
         self.last_rollout = rollout
         scalars = episode_scalars(self.env, rollout)
         scalars |= self._attribution_scalars(rollout)
+        if self.attribution.faithfulness is not None:
+            scalars |= faithfulness_scalars(self._attributed, rollout, self.rounding)
         if self.probes is not None:
             scalars |= self._probe_scalars(rollout, self.probes)
         if self.interventions is not None:
@@ -277,19 +298,23 @@ class InterpretabilityCallback:
             self._clock = time.perf_counter()
 
     def _attribution_scalars(self, rollout: TensorDictBase) -> dict[str, float]:
-        heads = head_shares(rollout, self.targets, self.attribution.inputs[0], self.groups)
+        heads = head_shares(rollout, self.targets, self.drawn_key, self.groups)
         self.rounding = {h for h, s in heads.items() if s.rounding}
         scalars: dict[str, float] = {}
+        features = self.drawn_key not in self.sites  # a site's rows are logged below
         for head, summary in heads.items():
             if summary.rounding is not None:
                 scalars[scalar_name("attribution", head, "rounding_level")] = float(
                     summary.rounding
                 )
-            for name, value in summary.shares.items():
+            for name, value in summary.shares.items() if features else ():
                 scalars[scalar_name("attribution", head, name)] = value
             if summary.rounding and head not in self._warned:
                 self._warned.add(head)
                 warnings.warn(self._rounding_message(head, summary), RuntimeWarning, stacklevel=4)
+        if self.sites:
+            targets = {h: t for h, t in self.targets.items() if h not in self.rounding}
+            scalars |= site_scalars(rollout, targets, self.sites, self.attribution.top_units)
         return scalars
 
     def _rounding_message(self, head: str, summary: Any) -> str:
@@ -317,7 +342,9 @@ class InterpretabilityCallback:
         self._hparams_logged = True
         config = {f"attribution/{slug(h)}/target": t for h, t in self.heads.items()}
         config["attribution/method"] = repr(self.attribution.method)
-        config["attribution/input"] = repr(self.attribution.inputs[0])
+        config["attribution/input"] = repr(self.drawn_key)
+        if self.sites:
+            config["attribution/sites"] = ", ".join(self.sites)
         logger.log_hparams(config)
 
     def _probe_scalars(self, rollout: TensorDictBase, spec: ProbeSpec) -> dict[str, float]:

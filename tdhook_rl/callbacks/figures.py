@@ -1,6 +1,7 @@
 """The callback's figures (matplotlib, imported here only): attribution over time of the
 first trajectory, feature shares by head (heads at rounding level left out), probe R^2 by
-layer, and spatial maps of image-like inputs, saved as PNGs under ``log_dir/figures``."""
+layer, spatial maps of image-like inputs, and a unit-by-step heatmap of each hidden site
+attributed, saved as PNGs under ``log_dir/figures``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tensordict import TensorDictBase
+
+from tdhook_rl.callbacks.scalars import slug
 
 if TYPE_CHECKING:
     from tdhook_rl.callbacks.evaluation import InterpretabilityCallback
@@ -24,9 +27,11 @@ def save_figures(callback: InterpretabilityCallback, rollout: TensorDictBase, fr
     folder = Path(callback.log.log_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     trajectory = rollout.reshape(-1, rollout.shape[-1])[0] if rollout.batch_dims > 1 else rollout
-    input_key = callback.attribution.inputs[0]
+    input_key = callback.drawn_key
     groups = callback.groups
     names: Any = callback.attribution.feature_names
+    if input_key in callback.sites and names is None:
+        names = groups.names if groups.kind == "feature" else None
     if groups.kind == "agents":  # one row per agent and feature, as the scalars are named
         inner = groups.inner.names if groups.inner is not None else []
         names = [f"agent{a}/{n}" for a in range(groups.shape[0]) for n in inner]
@@ -50,9 +55,19 @@ def save_figures(callback: InterpretabilityCallback, rollout: TensorDictBase, fr
             control=None,
             title=f"held-out probe R^2 at {frames} frames",
         )
-    if trajectory.get(input_key).ndim >= 4:  # image-like: [T, C, H, W]
+    value = trajectory.get(input_key, None)  # None for a hidden site
+    if value is not None and value.ndim >= 4:  # image-like: [T, C, H, W]
         figures["attribution_maps"] = viz.attribution_maps(
             trajectory, input_key=input_key, title=f"attribution maps at {frames} frames"
+        )
+    for site in callback.sites:
+        figures[f"units_{slug(site)}"] = viz.unit_heatmap(
+            trajectory,
+            site,
+            ranked or None,
+            order="total",
+            max_units=64,
+            title=f"attribution to the units of {site} at {frames} frames",
         )
     for name, fig in figures.items():
         fig.savefig(folder / f"{name}_{frames:09d}.png")

@@ -50,7 +50,13 @@ class AttributionSpec:
             deterministic actions: for a continuous policy explain ``ActionLoc()``, the
             distribution's location (the mode's log-probability has a zero gradient for a
             state-independent scale; such a head is flagged and not ranked).
-        inputs: the attributed inputs; the first one is logged and drawn.
+        inputs: the attributed inputs: entries the module reads and hidden sites (as in
+            :class:`~tdhook_rl.Attributed`: a submodule path such as
+            ``"module.0.module.1"``, a key a sub-module writes, ``thr.of_type(...)``). The
+            first entry read (else the first site) is logged per feature and drawn; each
+            hidden site is logged per unit group, ``attribution/<head>/<site>/<group>``
+            (one group per unit up to 64 units, else per channel or block of units, see
+            :func:`~tdhook_rl.callbacks.scalars.unit_groups`).
         method: the attribution method or its name (default
             ``IntegratedGradients(n_steps=16)``).
         feature_names: one name per feature of the first input (for scalar names and
@@ -59,6 +65,13 @@ class AttributionSpec:
             features (scalars are named ``agent{i}/{name}``).
         pool_agents: for a multi-agent input, log each feature's share summed over the
             agents (``attribution/<head>/<feature>``) instead of one per agent and feature.
+        faithfulness: ``"deletion"``: also log, per head, the normalized deletion area of
+            its attributions on the evaluation rollout and its chance level
+            (``faithfulness/<head>/deletion_auc`` and ``.../deletion_auc_random``; see
+            :mod:`tdhook_rl.callbacks.faithfulness`); ``None``: not.
+        top_units: log only this many unit groups per hidden site and head (the largest
+            shares at each evaluation, named by their unit) and the rest's share as
+            ``attribution/<head>/<site>/other``; ``None`` logs every group.
 
     Examples:
         >>> from tdhook_rl.targets import ActionLoc
@@ -72,8 +85,21 @@ class AttributionSpec:
     method: AttributionMethod | str | None = None
     feature_names: Sequence[str] | None = None
     pool_agents: bool = False
+    faithfulness: str | None = None
+    top_units: int | None = None
 
     def __post_init__(self) -> None:
+        from tdhook_rl.callbacks.faithfulness import check_faithfulness
+
+        check_faithfulness(self.faithfulness)
+        if self.top_units is not None and (
+            isinstance(self.top_units, bool)
+            or not isinstance(self.top_units, int)
+            or self.top_units < 1
+        ):
+            raise ValueError(
+                f"AttributionSpec.top_units must be None or an int >= 1, got {self.top_units!r}"
+            )
         inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
         if not inputs:
             raise ValueError("AttributionSpec.inputs is empty: name e.g. ('observation',)")

@@ -1,6 +1,7 @@
 """The scalars of one evaluation rollout: the return and episode length, and each head's
 feature shares, unless the head's attributions are at the float-rounding level of its output
-(then only ``attribution/<head>/rounding_level = 1``: noise is not ranked)."""
+(then only ``attribution/<head>/rounding_level = 1``: noise is not ranked); for each hidden
+site attributed, each head's shares of its unit groups (:func:`site_scalars`)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,21 @@ import torch
 from tensordict import NestedKey, TensorDictBase
 from torchrl.envs import EnvBase
 
-from tdhook_rl.attribution.features import FeatureGroups
+from tdhook_rl.attribution.features import FeatureGroups, feature_groups
 from tdhook_rl.attribution.noise import rounding_level
 from tdhook_rl.core.keys import key_tuple
 from tdhook_rl.evaluate import reward_and_done
 from tdhook_rl.targets import Target, per_sample
 
-__all__ = ["HeadShares", "episode_scalars", "head_shares", "scalar_name", "slug"]
+__all__ = [
+    "HeadShares",
+    "episode_scalars",
+    "head_shares",
+    "scalar_name",
+    "site_scalars",
+    "slug",
+    "unit_groups",
+]
 
 
 def slug(text: str) -> str:
@@ -111,3 +120,62 @@ def head_shares(
             shares = dict(zip(groups.names, groups.shares(a).tolist(), strict=True))
         out[head] = HeadShares(shares, rounding, mean_abs, scale)
     return out
+
+
+def unit_groups(shape: tuple[int, ...]) -> FeatureGroups:
+    """The rows a hidden site's activation (per-sample ``shape``) is logged in: one per unit
+    (``"unit 3"``) up to :data:`~tdhook_rl.attribution.features.MAX_ROWS` units, else one per
+    channel of a conv activation ``[C, H, W]`` (``"channel 2"``), a grid of blocks of a
+    single-channel one, or contiguous blocks of units (``"units 0-63"``).
+
+    Examples:
+        >>> unit_groups((3,)).names
+        ['unit 0', 'unit 1', 'unit 2']
+        >>> unit_groups((256,)).names[:2]
+        ['units 0-3', 'units 4-7']
+        >>> unit_groups((4, 5, 5)).names[:2]
+        ['channel 0', 'channel 1']
+    """
+    groups = feature_groups(shape)
+    if groups.kind == "feature":
+        names = [f"unit {i}" for i in range(len(groups.names))]
+        return FeatureGroups(names, "feature", groups.shape)
+    if groups.kind == "block":
+        names = [f"units {n[1:]}" for n in groups.names]  # "f0-63" -> "units 0-63"
+        return FeatureGroups(names, "block", groups.shape, groups.block)
+    return groups
+
+
+def site_scalars(
+    rollout: TensorDictBase,
+    targets: Mapping[str, Target],
+    sites: Mapping[str, FeatureGroups],
+    top_units: int | None = None,
+    out_key: NestedKey = "attribution",
+) -> dict[str, float]:
+    """``attribution/<head>/<site>/<unit group>``: each unit group's share of the mean
+    |attribution| to each hidden site, per head (summing to 1 over a site's groups).
+
+    Heads at the float-rounding level of their output are left out (as for the input's
+    feature shares). With ``top_units=k``, only the ``k`` largest groups of each site and
+    head are logged, named by their unit, and the rest as ``<site>/other``.
+
+    Args:
+        rollout: the evaluation rollout, with the attributions under ``out_key``.
+        targets: ``{head: target}`` bound to the module.
+        sites: ``{site name: its unit groups}`` (:func:`unit_groups`).
+        top_units: log only this many groups per site and head (``None``: all).
+        out_key: the attributions' root key.
+    """
+    scalars: dict[str, float] = {}
+    for site, groups in sites.items():
+        for head, summary in head_shares(rollout, targets, site, groups, out_key).items():
+            shares = summary.shares
+            if top_units is not None and len(shares) > top_units:
+                ranked = sorted(shares.items(), key=lambda item: -item[1])
+                kept = dict(ranked[:top_units])
+                kept["other"] = sum(v for _, v in ranked[top_units:])
+                shares = kept
+            for name, value in shares.items():
+                scalars[scalar_name("attribution", head, site, name)] = value
+    return scalars

@@ -156,7 +156,8 @@ def directional_derivatives(
         leaf.append(torch.zeros_like(value, requires_grad=True))
         return value + leaf[0]
 
-    tap = Interception(module.get_submodule(resolved.path), add_zero, io=resolved.io)
+    submodule = module.get_submodule(resolved.path)
+    tap = Interception(submodule, add_zero, io=resolved.io, element=resolved.element)
     with gradients_enabled(), intercepting([tap]):
         out = module(inputs.clone())
         if not leaf:

@@ -27,7 +27,7 @@ from typing import Any, Literal, NamedTuple
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["Interception", "intercepting"]
+__all__ = ["Interception", "intercepting", "pick", "put"]
 
 
 class Interception:
@@ -39,27 +39,87 @@ class Interception:
             reader of the value with ``observe=True`` (what it returns is ignored).
         io: ``"output"`` or ``"input"`` (the first positional argument).
         observe: ``fn`` only reads the value, after every replacement at this site.
+        with_inputs: (``io="output"`` only) ``fn`` is called as ``fn(value, args, kwargs)``
+            with everything the module was called with (e.g. to tie the output to all its
+            inputs, as LRP rules do).
+        element: indices into a tuple value (an LSTM's ``(out, (h, c))``: ``(1, 0)`` is
+            ``h``): ``fn`` sees that element, and a replacement rebuilds the tuple around it.
+
+    Examples:
+        >>> import torch
+        >>> lstm = nn.LSTM(2, 3)
+        >>> with intercepting([Interception(lstm, torch.zeros_like, element=(1, 0))]):
+        ...     out, (h, c) = lstm(torch.ones(4, 1, 2))
+        >>> bool(h.eq(0).all()), bool(out.eq(0).all())   # only h was replaced
+        (True, False)
     """
 
-    __slots__ = ("fn", "io", "module", "observe")
+    __slots__ = ("element", "fn", "io", "module", "observe", "with_inputs")
 
     def __init__(
         self,
         module: nn.Module,
-        fn: Callable[[Any], Any],
+        fn: Callable[..., Any],
         io: Literal["output", "input"] = "output",
         observe: bool = False,
+        with_inputs: bool = False,
+        element: tuple[int, ...] = (),
     ) -> None:
         if io not in ("output", "input"):
             raise ValueError(f"io must be 'output' or 'input', got {io!r}")
+        if with_inputs and io != "output":
+            raise ValueError("with_inputs=True needs io='output' (the inputs come with it)")
+        if with_inputs and element:
+            raise ValueError("with_inputs=True sees the whole output: give no element")
         self.module, self.fn, self.io, self.observe = module, fn, io, observe
+        self.with_inputs = with_inputs
+        self.element = tuple(element)
+
+    def apply(self, value: Any, *inputs: Any) -> Any:
+        """``fn`` on ``value`` (its element); the new value, or ``None`` to keep it."""
+        if self.with_inputs:
+            return self.fn(value, *inputs)
+        if not self.element:
+            return self.fn(value)
+        new = self.fn(pick(value, self.element, self.module))
+        return None if new is None or self.observe else put(value, self.element, new)
+
+
+def pick(value: Any, element: tuple[int, ...], module: nn.Module | None = None) -> Any:
+    """``value[element[0]][element[1]]...``, with an error naming the module if it is not
+    there."""
+    whole = value
+    for i in element:
+        if not isinstance(value, tuple | list) or not -len(value) <= i < len(value):
+            what = type(module).__name__ if module is not None else "the module"
+            raise ValueError(
+                f"{what} gives {_shape_of(whole)}, which has no element {element}: index "
+                "its output as it is nested, e.g. 'lstm[1][0]' for an LSTM's h"
+            )
+        value = value[i]
+    return value
+
+
+def put(value: Any, element: tuple[int, ...], new: Any) -> Any:
+    """A copy of the tuple ``value`` with ``element`` replaced by ``new``."""
+    if not element:
+        return new
+    parts = list(value)
+    parts[element[0]] = put(parts[element[0]], element[1:], new)
+    return type(value)(parts) if isinstance(value, list) else tuple(parts)
+
+
+def _shape_of(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "(" + ", ".join(_shape_of(v) for v in value) + ")"
+    return type(value).__name__
 
 
 class _Active(NamedTuple):
     """This thread's interceptions at one site: replacements, then observers."""
 
-    replace: list[Callable[[Any], Any]]
-    observe: list[Callable[[Any], Any]]
+    replace: list[Interception]
+    observe: list[Interception]
 
 
 class _Registration:
@@ -70,7 +130,9 @@ class _Registration:
     def __init__(self, module: nn.Module, io: str) -> None:
         self.module = module  # held so that its id is not reused while registered
         if io == "output":
-            self.handle: RemovableHandle = module.register_forward_hook(_after_forward)
+            self.handle: RemovableHandle = module.register_forward_hook(
+                _after_forward, with_kwargs=True
+            )
         else:
             self.handle = module.register_forward_pre_hook(_before_forward)
         self.users = 0  # changed under _lock only
@@ -123,7 +185,7 @@ class intercepting:  # lower case: used like a function, ``with intercepting([..
             lists = active.get(key)
             if lists is None:
                 lists = active[key] = _Active([], [])
-            (lists.observe if item.observe else lists.replace).append(item.fn)
+            (lists.observe if item.observe else lists.replace).append(item)
 
     def __exit__(self, *exc: object) -> None:
         active = getattr(_local, "active", None) or {}
@@ -132,8 +194,8 @@ class intercepting:  # lower case: used like a function, ``with intercepting([..
             if lists is None:
                 continue
             fns = lists.observe if item.observe else lists.replace
-            for i in range(len(fns) - 1, -1, -1):  # this block's entry: the latest of this fn
-                if fns[i] is item.fn:
+            for i in range(len(fns) - 1, -1, -1):  # this block's entry: its latest
+                if fns[i] is item:
                     del fns[i]
                     break
             if not lists.replace and not lists.observe:
@@ -158,16 +220,18 @@ def _mine(module: nn.Module, io: str) -> _Active | None:
     return None if not active else active.get((id(module), io))
 
 
-def _after_forward(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+def _after_forward(
+    module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+) -> Any:
     lists = _mine(module, "output")
     if lists is None:  # another thread's hook, or nothing left to do
         return None
     value = output
-    for fn in tuple(lists.replace):  # a copy: fn may run the module again (re-entrant)
-        new = fn(value)
+    for item in tuple(lists.replace):  # a copy: fn may run the module again (re-entrant)
+        new = item.apply(value, args, kwargs)
         value = value if new is None else new
-    for fn in tuple(lists.observe):
-        fn(value)
+    for item in tuple(lists.observe):
+        item.apply(value, args, kwargs)
     return None if value is output else value
 
 
@@ -176,9 +240,9 @@ def _before_forward(module: nn.Module, args: tuple[Any, ...]) -> Any:
     if lists is None:
         return None
     first = value = args[0] if args else None
-    for fn in tuple(lists.replace):
-        new = fn(value)
+    for item in tuple(lists.replace):
+        new = item.apply(value)
         value = value if new is None else new
-    for fn in tuple(lists.observe):
-        fn(value)
+    for item in tuple(lists.observe):
+        item.apply(value)
     return None if value is first else (value, *args[1:])

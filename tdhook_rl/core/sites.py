@@ -12,6 +12,7 @@ the name ``Recorded`` writes under and the name interventions and patching repor
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 IO = Literal["output", "input"]
+#: ``"path[1][0]"``: the element ``(1, 0)`` of the tuple the submodule at ``path`` gives
+_ELEMENT = re.compile(r"(.+?)((?:\[-?\d+\])+)")
 
 
 def _check_io(io: str) -> None:
@@ -44,18 +47,31 @@ def _check_io(io: str) -> None:
 
 @dataclass(frozen=True)
 class ModuleSite:
-    """The output (or the first positional input) of the submodule at ``path``.
+    """The output (or the first positional input) of the submodule at ``path``; for a module
+    that gives a tuple, ``element`` indexes into it (an ``nn.LSTM``'s ``(out, (h, c))``:
+    ``(0,)`` is ``out``, ``(1, 0)`` is ``h``). As a string: ``"module.0.lstm[1][0]"``.
 
     Examples:
         >>> ModuleSite("module.0.module.1")
         ModuleSite(path='module.0.module.1', io='output')
+        >>> site_name(ModuleSite("lstm", element=(1, 0)))
+        'lstm[1][0]'
     """
 
     path: str
     io: IO = "output"
+    element: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _check_io(self.io)
+        if not isinstance(self.element, tuple) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in self.element
+        ):
+            raise TypeError(f"element must be a tuple of ints, got {self.element!r}")
+
+    def __repr__(self) -> str:
+        element = f", element={self.element!r}" if self.element else ""
+        return f"ModuleSite(path={self.path!r}, io={self.io!r}{element})"
 
 
 @dataclass(frozen=True)
@@ -144,7 +160,8 @@ def site_name(site: SiteSpec) -> str:
     if isinstance(site, TypeSite):
         raise TypeError(f"{site!r} selects several sites; name them with resolve_sites()")
     if isinstance(site, ModuleSite):
-        return site.path if site.io == "output" else f"{site.path}:input"
+        name = site.path + "".join(f"[{i}]" for i in site.element)
+        return name if site.io == "output" else f"{name}:input"
     key = site.key if isinstance(site, KeySite) else site
     return key if isinstance(key, str) else ".".join(map(str, key))
 
@@ -204,6 +221,10 @@ def resolve_site(module: nn.Module, spec: str | tuple | Site) -> Site:
         raise _unknown(spec.key, paths, keys)
     if isinstance(spec, str) and spec in paths:
         return ModuleSite(spec)
+    indexed = _ELEMENT.fullmatch(spec) if isinstance(spec, str) else None
+    if indexed is not None and indexed.group(1) in paths:  # "lstm[1][0]": a tuple's element
+        element = tuple(int(i) for i in re.findall(r"-?\d+", indexed.group(2)))
+        return ModuleSite(indexed.group(1), element=element)
     key = as_key(spec, "site")
     if key in keys:
         return KeySite(key)

@@ -21,9 +21,11 @@ run even when patching it changes the head a lot.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tensordict import TensorDictBase
@@ -37,7 +39,7 @@ from tdhook_rl.latent.interventions import Intervention
 from tdhook_rl.latent.patching import PatchingResult, default_sites
 from tdhook_rl.targets import Target, as_targets, per_sample
 
-__all__ = ["AtPResult", "attribution_patching", "spearman"]
+__all__ = ["AtPResult", "Coefficients", "attribution_patching", "first_order_patching", "spearman"]
 
 
 @dataclass
@@ -296,6 +298,38 @@ def attribution_patching(
         >>> result.units["module.0"].shape   # [n_heads, *batch, units]
         torch.Size([1, 8, 4])
     """
+    return first_order_patching(module, clean, corrupted, heads, sites, per_unit=per_unit)
+
+
+class Coefficients(Protocol):
+    """What replaces the gradient in :func:`first_order_patching` (RelP: LRP's propagation
+    coefficients, :mod:`tdhook_rl.latent.relevance_patching`)."""
+
+    def context(self, module: TensorDictModuleBase) -> AbstractContextManager[Any]:
+        """Entered around the corrupted pass and its backward (outside the sites' taps)."""
+
+    def __call__(
+        self, label: str, grad: torch.Tensor, heads: torch.Tensor, activation: torch.Tensor
+    ) -> torch.Tensor:
+        """The coefficients ``[n_heads, *site_shape]`` of one site, from what the backward
+        gave at its zero leaf (``grad``), the heads ``[n_heads, *batch]`` (with their graph)
+        and the site's corrupted ``activation``."""
+
+
+@torch.no_grad()
+def first_order_patching(
+    module: TensorDictModuleBase,
+    clean: TensorDictBase,
+    corrupted: TensorDictBase,
+    heads: Mapping[str, Any],
+    sites: Sequence[SiteSpec] | None = None,
+    *,
+    per_unit: bool = False,
+    coefficients: Coefficients | None = None,
+) -> AtPResult:
+    """:func:`attribution_patching` with the gradient at the corrupted run replaced by
+    ``coefficients`` (``None``: the gradient, AtP itself): ``effect = (a_clean - a_corrupt) .
+    coefficients``, from one clean pass, one corrupted pass and one batched backward."""
     batch = clean.batch_size
     if batch != corrupted.batch_size:
         raise ValueError(
@@ -313,11 +347,19 @@ def attribution_patching(
         reference, clean_heads, clean_acts, _ = _run(
             module, clean.copy(), named, targets, None, False
         )
-        with gradients_enabled():  # cloned inside: inference tensors cannot enter a graph
+        modified = (
+            contextlib.nullcontext() if coefficients is None else coefficients.context(module)
+        )
+        with gradients_enabled(), modified:  # cloned inside: inference tensors cannot enter a graph
             _, values, corrupt_acts, leaves = _run(
                 module, corrupted.clone(), named, targets, reference, True
             )
             grads = _head_gradients(values, leaves)  # (n_heads, *site_shape) per site
+    if coefficients is not None:
+        grads = [
+            coefficients(label, grad, values, corrupt_acts[label])
+            for label, grad in zip(named, grads, strict=True)
+        ]
     effects, units = [], {}
     for label, grad in zip(named, grads, strict=True):
         a_clean, a_corrupt = clean_acts[label], corrupt_acts[label]

@@ -48,7 +48,7 @@ def _interceptions(resolved: Resolved, td: TensorDictBase) -> list[Interception]
             out.append(Interception(target, partial(_on_key, name, site.key, intervention, td)))
         else:
             fn = partial(_on_tensor, name, site.io, intervention, td)
-            out.append(Interception(target, fn, site.io))
+            out.append(Interception(target, fn, site.io, element=site.element))
     return out
 
 

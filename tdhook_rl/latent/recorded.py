@@ -107,7 +107,13 @@ class Recorded(TransparentWrapper):
             return self.wrapped(tensordict, *args, **kwargs)
         captured: dict[str, Any] = {}
         observers = [
-            Interception(target, partial(_keep_first, captured, name), site.io, observe=True)
+            Interception(
+                target,
+                partial(_keep_first, captured, name),
+                site.io,
+                observe=True,
+                element=site.element,
+            )
             for name, site, target in self._module_sites()
         ]
         with intercepting(observers):  # only for this call of this thread, exceptions included

@@ -33,6 +33,8 @@ from tqdm.auto import tqdm
 from tdhook_rl.attributed import Attributed
 from tdhook_rl.attribution import AttributionMethod
 from tdhook_rl.report import options
+from tdhook_rl.report.chess_concepts import concepts_section
+from tdhook_rl.report.chess_saliency import saliency_section
 from tdhook_rl.report.chess_sections import figure_section, tables
 from tdhook_rl.report.common import (
     attribution_method,
@@ -210,7 +212,9 @@ def explain_chess(
     agent: Any, out_dir: str | Path, opts: ChessOptions, *, progress: bool = True
 ) -> tuple[Path, dict[str, Any]]:
     """Explains the agent's move and evaluation in each position and writes a report folder
-    (``report.html``, ``board_heatmaps.png``, ``summary.json``).
+    (``report.html``, ``board_heatmaps.png``, ``gradcam_sarfa.png`` (GradCAM and SARFA,
+    :mod:`~tdhook_rl.report.chess_saliency`), ``summary.json``; with ``opts.concepts`` the
+    concepts section's ``concept_map.png``, ``dimension_layers.png``, ``dimension_squares.png``).
 
     Args:
         agent: the chess agent (``tdhook_rl.agents.load("chess")``).
@@ -226,9 +230,9 @@ def explain_chess(
         >>> from tdhook_rl import agents
         >>> path, summary = explain_chess(
         ...     agents.load("chess"), tempfile.mkdtemp() + "/report",
-        ...     ChessOptions(method="saliency", positions=1), progress=False)
-        >>> sorted(p.name for p in path.iterdir())
-        ['.tdhook-rl-report', 'board_heatmaps.png', 'report.html', 'summary.json']
+        ...     ChessOptions(method="saliency", positions=1, concepts=False), progress=False)
+        >>> sorted(p.name for p in path.iterdir())[1:]
+        ['board_heatmaps.png', 'gradcam_sarfa.png', 'report.html', 'summary.json']
         >>> summary["n_positions"], sorted(summary["positions"][0]["top_squares"])
         (1, ['move', 'value'])
     """
@@ -283,6 +287,12 @@ def explain_chess(
         }
         figure_section(report, rows, maps, summary, chess_heatmaps, COLUMNS)
         tables(report, rows, summary, method, TOP_K)
+        bar.set_postfix_str("GradCAM and SARFA")
+        saliency_section(report, agent, out, rows, white, summary, chess_heatmaps, chess_square_map)
+        if opts.concepts:
+            bar.set_postfix_str("concepts")
+            fens = [p["fen"] for p in heldout_positions()]
+            concepts_section(report, agent, fens, summary, seed=opts.seed)
         bar.update()
         summary["positions"] = rows
         return finish(report, summary, start, f"{len(rows)} positions", bar), summary

@@ -12,6 +12,11 @@ At each of its turns the agent plays its most probable legal column, and
 Path methods (IG) start from the all-zero planes: an empty grid seen by the second player
 (the parity plane is zero too). The three planes (own discs, the opponent's, parity) are
 summed into one signed number per cell.
+
+Beside each map, GradCAM (:class:`~tdhook_rl.attribution.GradCAM`) at the trunk's last (and
+only) convolution, :data:`GRADCAM_SITE`, for the same heads and positions
+(:func:`gradcam_maps`): the channels weighted by their spatially pooled gradients, ReLU,
+upsampled from the convolution's 3 x 4 grid of 4 x 4 windows to the 6 x 7 board.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from tqdm.auto import tqdm
 
 from tdhook_rl.attributed import Attributed
-from tdhook_rl.attribution import AttributionMethod
+from tdhook_rl.attribution import AttributionMethod, GradCAM
 from tdhook_rl.report.common import (
     attribution_method,
     board_move_numbers,
@@ -39,10 +44,12 @@ from tdhook_rl.report.writer import ReportWriter
 from tdhook_rl.targets import ActionLogProb
 
 __all__ = [
+    "GRADCAM_SITE",
     "HEADS",
     "OPPONENTS",
     "ConnectFourOptions",
     "explain_connect_four",
+    "gradcam_maps",
     "play_and_attribute",
     "summary_line",
 ]
@@ -51,6 +58,8 @@ HEADS: dict[str, Any] = {"move": ActionLogProb(), "value": "state_value"}
 COLUMNS = {"move": "move", "value": "win probability"}
 CELLS = [f"r{r}c{c}" for r in range(6) for c in range(7)]  # row 0 = top
 TOP_K = 4
+#: the trunk's last convolution (4 x 4 windows, 64 channels), where GradCAM is taken
+GRADCAM_SITE = "module.0.module.conv"
 STATE = ("observation", "board", "player", "action_mask")  # what is kept of each position
 
 
@@ -136,6 +145,32 @@ def play_and_attribute(
     return stacked[order], results
 
 
+def gradcam_maps(agent: Any, moves: TensorDictBase) -> dict[str, torch.Tensor]:
+    """GradCAM of each head at :data:`GRADCAM_SITE` for the positions of ``moves`` (the
+    output of :func:`play_and_attribute`), upsampled to the board: ``{head: [n, 6, 7]}``.
+
+    The agent is called again on the same positions with deterministic actions, so the move
+    explained is the one it played (checked).
+
+    Examples:
+        >>> from tdhook_rl import agents
+        >>> agent = agents.load("connect_four")
+        >>> moves, _ = play_and_attribute(agent, "saliency")
+        >>> cams = gradcam_maps(agent, moves)
+        >>> cams["move"].shape == moves["board"].shape, bool((cams["value"] >= 0).all())
+        (True, True)
+    """
+    explained = Attributed(agent, GradCAM(size=(6, 7)), inputs=[GRADCAM_SITE], targets=HEADS)
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        out = explained(moves.select("observation", "action_mask").clone())
+    if not torch.equal(out["action"], moves["action"]):
+        raise RuntimeError(
+            "gradcam_maps: the agent chose other columns than in the games; GradCAM explains "
+            "the agent's deterministic moves (pass the output of play_and_attribute)"
+        )
+    return {h: out["attribution", h, GRADCAM_SITE] for h in HEADS}
+
+
 def explain_connect_four(
     agent: Any, out_dir: str | Path, opts: ConnectFourOptions, *, progress: bool = True
 ) -> tuple[Path, dict[str, Any]]:
@@ -185,8 +220,10 @@ def explain_connect_four(
         bar.update()
         bar.set_postfix_str("figures")
         maps = {h: moves["attribution", h, "observation"].sum(-3) for h in HEADS}  # (n, 6, 7)
+        cams = gradcam_maps(agent, moves)  # (n, 6, 7) per head, >= 0
         rows = [
             _move_summary(moves, i, maps, method.has_convergence_delta)
+            | {"gradcam_map": {h: cams[h][i].tolist() for h in HEADS}}
             for i in range(moves.shape[0])
         ]
         summary: dict[str, Any] = {
@@ -205,7 +242,7 @@ def explain_connect_four(
         }
         if method.has_convergence_delta:
             summary["max_abs_completeness_delta"] = max_abs_delta(rows, HEADS)
-        _report(report, moves, rows, maps, results, opts, connect_four_heatmaps, method)
+        _report(report, moves, rows, maps, results, opts, connect_four_heatmaps, method, cams)
         bar.update()
         summary["moves"] = rows
         what = f"{opts.games} games, {len(rows)} agent moves"
@@ -233,7 +270,8 @@ def _move_summary(moves: TensorDictBase, i: int, maps, has_delta: bool) -> dict[
     return entry
 
 
-def _report(report, moves, rows, maps, results, opts, plot, method) -> None:
+def _report(report, moves, rows, maps, results, opts, plot, method, cams) -> None:
+    name = _method_name(method)
     report.section(
         "Games",
         f"The agent (its most probable legal column at every turn) against the {opts.opponent} "
@@ -246,43 +284,56 @@ def _report(report, moves, rows, maps, results, opts, plot, method) -> None:
     report.section(
         "Which cells drive the move and the evaluation",
         "One figure per game, one row per agent move (at most the last "
-        f"{opts.positions}). Left: attribution of the log-probability of the chosen column "
-        "(arrow; dashed ring: where the disc lands); right: attribution of P(win) - P(loss) "
-        "of the agent. Black discs: first player, white: second. Each cell shows the "
+        f"{opts.positions}). Columns, left to right: {name} attribution of the "
+        "log-probability of the chosen column (arrow; dashed ring: where the disc lands), "
+        "GradCAM of the same log-probability, then the same two for P(win) - P(loss) of the "
+        f"agent. Black discs: first player, white: second. {name}: each cell shows the "
         "attribution summed over the three input planes; red raised the output, blue lowered "
-        "it. Each grid has its own colour scale centred at 0, printed under its title (the "
-        "value head's attributions are often far smaller than the move's, and a shared "
-        "scale would blank them). Empty cells can light up: the parity plane (all ones when "
-        "the first player is to move) covers every cell, empty or not, so its share lands "
-        "on each. A grid marked near zero has almost nothing to attribute: the output is "
-        "the same at the position and at the baseline, the empty grid with the same legal "
-        "columns (a move played with P = 1.00 there too, e.g. when it wins at once or is "
-        "the only legal column, has a log-probability of 0 at both ends of the path).",
+        "it. GradCAM is taken at the trunk's only convolution (64 channels of 4 x 4 windows, "
+        "a 3 x 4 grid, upsampled bilinearly to the 6 x 7 board): each channel weighted by its "
+        "gradient averaged over the grid, summed, and cut at zero, so it is never negative "
+        "(only red) and says where the evidence for the output sits, not how each disc moved "
+        "it; a position where no window pushes the output up is blank, and on the empty "
+        "grid every window sees the same planes, so GradCAM is flat there. Each grid has its "
+        "own colour scale centred at 0, printed under its title (the value head's attributions "
+        "are often far smaller than the move's, and a shared scale would blank them). Empty "
+        "cells can light up: the parity plane (all ones when the first player is to move) "
+        "covers every cell, empty or not, so its share lands on each. A grid marked near zero "
+        "has almost nothing to attribute: the output is the same at the position and at the "
+        "baseline, the empty grid with the same legal columns (a move played with P = 1.00 "
+        "there too, e.g. when it wins at once or is the only legal column, has a "
+        "log-probability of 0 at both ends of the path).",
     )
     boards = moves["board"]  # (n, 6, 7): +1 the first player's discs, -1 the second's
+    panels = {}
+    for h in HEADS:
+        panels[f"{COLUMNS[h]} ({name})"] = maps[h]
+        panels[f"{COLUMNS[h]} (GradCAM)"] = cams[h]
     for result in results:
         index = [i for i, r in enumerate(rows) if r["game"] == result["game"]][-opts.positions :]
         if not index:
             continue
+        titles = []
+        for i in index:
+            move = f"column {rows[i]['column']}: P = {rows[i]['move_prob']:.2f}"
+            value = f"W {rows[i]['p_win']:.2f} D {rows[i]['p_draw']:.2f} L {rows[i]['p_loss']:.2f}"
+            titles.append(
+                [f"{move}, {name}", f"{move}, GradCAM", f"{value}, {name}", f"{value}, GradCAM"]
+            )
         fig = plot(
             boards[index],
-            {COLUMNS[h]: maps[h][index] for h in HEADS},
+            {column: m[index] for column, m in panels.items()},
             [rows[i]["column"] for i in index],
-            titles=[
-                [
-                    f"column {rows[i]['column']}: P = {rows[i]['move_prob']:.2f}",
-                    f"W {rows[i]['p_win']:.2f} D {rows[i]['p_draw']:.2f} L {rows[i]['p_loss']:.2f}",
-                ]
-                for i in index
-            ],
+            titles=titles,
             row_labels=[f"ply {rows[i]['ply']}" for i in index],
+            colorbar_label="attribution (sum over planes) or GradCAM",
             suptitle=f"game {result['game']}: agent plays {result['agent_plays']}, "
             f"{result['result']}",
         )
         report.figure(
             fig,
             f"game_{result['game']}",
-            f"Game {result['game']}: per-cell attribution of the agent's moves.",
+            f"Game {result['game']}: per-cell {name} attribution and GradCAM of the agent's moves.",
         )
     delta = method.has_convergence_delta
     header = [
@@ -319,6 +370,12 @@ def _report(report, moves, rows, maps, results, opts, plot, method) -> None:
         + (" delta: IG's completeness delta." if delta else ""),
     )
     report.table(header, table)
+
+
+def _method_name(method: AttributionMethod) -> str:
+    """A short name for captions: ``"IG"`` for integrated gradients, else the class name."""
+    name = type(method).__name__
+    return {"IntegratedGradients": "IG", "InputXGradient": "input x gradient"}.get(name, name)
 
 
 def summary_line(path: Path, summary: dict[str, Any]) -> str:

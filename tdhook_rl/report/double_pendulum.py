@@ -31,6 +31,7 @@ from tdhook_rl.report.pendulum_attribution import (
     top_feature,
 )
 from tdhook_rl.report.pendulum_probes import probe_headline, probe_section
+from tdhook_rl.report.pendulum_trust import trust_section
 from tdhook_rl.report.writer import ReportWriter
 
 LABELS = {
@@ -149,6 +150,11 @@ def explain_double_pendulum(
         attribution_section(
             report, rollout, summary, FEATURE_NAMES, method, policy, baseline, module
         )
+        if opts.trust:
+            bar.set_postfix_str("which attributions to trust")
+            targets = {"policy": policy[0], "value": "state_value"}
+            name = opts.method
+            trust_section(report, module, targets, rollout, method, name, summary, opts.seed)
         bar.set_postfix_str("probes")
         if opts.probes:
             probe_section(report, rollout, module, names, LABELS, summary, opts.seed)

@@ -34,6 +34,7 @@ __all__ = [
     "METHODS",
     "NOT_OFFERED",
     "OPPONENTS",
+    "BreakoutOptions",
     "ChessOptions",
     "ConnectFourOptions",
     "ExplainOptions",
@@ -61,7 +62,13 @@ METHODS: tuple[str, ...] = (
     "lime",
 )
 #: registry names the command does not offer (see above)
-NOT_OFFERED: tuple[str, ...] = ("sarfa", "perturbation_saliency")
+NOT_OFFERED: tuple[str, ...] = (
+    "sarfa",
+    "perturbation_saliency",
+    "conductance",  # attributes to hidden sites, not to the observation
+    "guided_backprop",
+    "lrp",  # LRP: a composite of rules per network, not a one-name default
+)
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 #: the scripted Connect Four opponents (see :func:`tdhook_rl.envs.connect_four.greedy_action`)
 OPPONENTS: tuple[str, ...] = ("random", "greedy")
@@ -159,6 +166,7 @@ class ExplainOptions(JobOptions):
         ablation_steps: the step cap of each ablation episode.
         probes: probe the hidden layers for the physical state.
         ablation: run the ablation sweep.
+        trust: measure a few methods' faithfulness (deletion, infidelity, randomization).
         policy_target: what the policy head explains: ``"loc"``, the location of the action
             distribution (the rollouts are deterministic, and the log-probability of the
             mode action does not depend on the state), or ``"log_prob"``, the
@@ -177,6 +185,7 @@ class ExplainOptions(JobOptions):
     ablation_steps: int = option(300, "step cap of each ablation episode", minimum=1)
     probes: bool = option(True, "probe the hidden layers")
     ablation: bool = option(True, "run the ablation sweep")
+    trust: bool = option(True, "the 'which attributions to trust' section (about 5-10 s)")
     policy_target: str = option(
         "loc",
         "what the policy head explains: loc (the action distribution's location) or log_prob "
@@ -207,6 +216,7 @@ class ChessOptions(JobOptions):
         positions: how many held-out positions (``heldout_positions.json``) to explain;
             ``None``: 8 without ``fen``, none with it.
         fen: more positions, as FEN strings (explained first).
+        concepts: add the concepts section (:mod:`tdhook_rl.report.chess_concepts`).
     """
 
     positions: int | None = option(
@@ -217,6 +227,9 @@ class ChessOptions(JobOptions):
     )
     fen: Sequence[str] = option(
         (), "explain this position (repeatable; explained before the held-out ones)"
+    )
+    concepts: bool = option(
+        True, "add the concepts section (probes per layer, intrinsic dimension; ~10 s)"
     )
 
     def __post_init__(self) -> None:
@@ -241,3 +254,27 @@ class ConnectFourOptions(JobOptions):
     positions: int = option(
         8, "the figure of a game shows at most its last N agent moves", minimum=1
     )
+
+
+@dataclass
+class BreakoutOptions(JobOptions):
+    """Choices of ``tdhook-rl explain --agent breakout``.
+
+    Attributes:
+        movies: episodes played (seeded), one saliency movie each.
+        max_frames: each episode, and its movie, stops after this many steps.
+        stills: frames of the first episode whose occlusion, gradient (``--method``) and
+            Greydanus maps are compared side by side in ``stills.png``.
+        radius: the Greydanus mask's standard deviation, in pixels.
+        stride: pixels between Greydanus mask centres.
+    """
+
+    movies: int = option(2, "episodes to play, one saliency movie (GIF) each", minimum=1)
+    max_frames: int = option(120, "each episode and its movie stops after N steps", minimum=1)
+    stills: int = option(
+        4, "frames whose occlusion, gradient and Greydanus maps are shown side by side", minimum=1
+    )
+    radius: int = option(
+        1, "Greydanus mask radius (Gaussian standard deviation, pixels)", minimum=1
+    )
+    stride: int = option(1, "pixels between Greydanus mask centres", minimum=1)

@@ -72,6 +72,15 @@ class _BoundNeuron(Target):
         value = read(output, self.observed_key, self.who)
         if self.unit is None:
             return value.reshape(*value.shape[: output.batch_dims], -1).sum(-1)
+        units = tuple(value.shape[output.batch_dims :])
+        if len(units) < len(self.unit) or not all(
+            -n <= i < n for i, n in zip(self.unit, units, strict=False)
+        ):
+            raise IndexError(
+                f"{self.who}: unit {index_text(self.unit)} is out of range for hidden site "
+                f"{self.observed_name!r}, whose activation has per-sample shape {units}; give "
+                "a unit inside it (one int per dimension, from the first)"
+            )
         return select(value, output.batch_dims, self.unit, self.who, self.observed_key)
 
     def __repr__(self) -> str:

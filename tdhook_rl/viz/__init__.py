@@ -1,8 +1,8 @@
 """Plots (matplotlib): attribution over time, per-feature shares by head, spatial maps of
 image-like inputs, memory maps of recurrent policies, probe scores by layer, intervention
-effects, and board heatmaps (chess, Connect Four). Every plotting function returns a
-``matplotlib.figure.Figure`` (or, for one board on a given axes, the image); save a figure
-with ``fig.savefig(path)``.
+effects, board heatmaps (chess, Connect Four) and unit-by-step heatmaps of hidden sites.
+Every plotting function returns a ``matplotlib.figure.Figure`` (or, for one board on a
+given axes, the image); save a figure with ``fig.savefig(path)``.
 
 matplotlib is imported lazily, on the first plot.
 """
@@ -17,6 +17,7 @@ from tdhook_rl.viz.chess_board import board_heatmap, chess_heatmaps, chess_squar
 from tdhook_rl.viz.connect_four_board import connect_four_heatmap, connect_four_heatmaps
 from tdhook_rl.viz.latent import intervention_effects, probe_scores
 from tdhook_rl.viz.patching import atp_vs_exact
+from tdhook_rl.viz.units import unit_heatmap
 
 __all__ = [
     "atp_vs_exact",
@@ -31,4 +32,5 @@ __all__ = [
     "intervention_effects",
     "memory_map",
     "probe_scores",
+    "unit_heatmap",
 ]

@@ -13,6 +13,7 @@ from captum.attr import (
     NeuronGradient,
     NeuronIntegratedGradients,
 )
+from captum.attr import Saliency as CaptumSaliency
 from tensordict import TensorDict
 
 import tdhook_rl as thr
@@ -227,3 +228,26 @@ def test_gradcam_matches_captum_for_every_target(shape):
         thr.Attributed(module, GradCAM(), inputs=["module.conv.4"], targets=targets)(
             TensorDict(board=board.reshape(-1, 3, 5, 5), batch_size=[flat.shape[0]])
         )
+
+
+@pytest.mark.parametrize("method", [Saliency(abs=False), IntegratedGradients(n_steps=8)])
+def test_an_input_and_the_layers_it_feeds_each_get_what_they_get_alone(method):
+    """Replacing a site cuts the paths through it: the observation, and a layer upstream of
+    another, are attributed in passes of their own, not jointly (which gave them zero)."""
+    module = actor_critic_mlp()
+    h1, h2 = "module.0.module.1", "module.0.module.3"
+    x = torch.randn(5, OBS, generator=torch.Generator().manual_seed(4))
+    td = TensorDict(observation=x, batch_size=[5])
+    together = thr.Attributed(module, method, inputs=["observation", h1, h2], targets=TARGETS)(
+        td.clone()
+    )
+    for name in ("observation", h1, h2):
+        alone = thr.Attributed(module, method, inputs=[name], targets=TARGETS)(td.clone())
+        for target in TARGETS:
+            got = together["attribution", target, name]
+            assert got.abs().sum() > 0
+            torch.testing.assert_close(got, alone["attribution", target, name])
+    if isinstance(method, Saliency):  # the observation's is captum's input saliency
+        for i, target in enumerate(TARGETS):
+            reference = CaptumSaliency(forward_of(module)).attribute(x, target=i, abs=False)
+            torch.testing.assert_close(together["attribution", target, "observation"], reference)

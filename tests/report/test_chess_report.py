@@ -30,6 +30,7 @@ CHESS_SMALL = [
     "--n-steps",
     str(N_STEPS),
     "--quiet",
+    "--no-concepts",  # the concepts section: tests/concepts/test_chess_concepts_report.py
 ]
 
 
@@ -45,6 +46,7 @@ def test_report_folder_and_summary(report, capsys):
     assert sorted(p.name for p in out.iterdir()) == [
         ".tdhook-rl-report",  # the marker that lets a later run replace this report
         "board_heatmaps.png",
+        "gradcam_sarfa.png",
         "report.html",
         "summary.json",
     ]
@@ -81,7 +83,7 @@ def test_report_folder_and_summary(report, capsys):
     assert summary["positions"][0]["agrees_with_stockfish"] is None
     assert summary["compared_with_stockfish"] == 2
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 1
+    assert page.count("data:image/png;base64,") == 2
     for p in summary["positions"]:
         assert p["move_san"] in page
     assert not list(out.parent.glob(".tdhook-rl-report-*"))

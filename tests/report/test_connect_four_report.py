@@ -13,6 +13,7 @@ from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from tdhook_rl import agents
+from tdhook_rl.attributed import Attributed
 from tdhook_rl.cli import main
 from tdhook_rl.envs.connect_four import observation_from_board
 
@@ -32,10 +33,23 @@ C4_SMALL = [
 ]
 
 
+DRAWN: list[dict] = []  # the panels of each game's figure, as the report drew them
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    from tdhook_rl import viz
+
     out = tmp_path_factory.mktemp("connect_four") / "report"
-    assert main(["explain", "--out", str(out), *C4_SMALL, "--logger", "csv"]) == 0
+    draw = viz.connect_four_heatmaps
+
+    def recorded(boards, maps, *args, **kwargs):
+        DRAWN.append({"boards": boards, "maps": maps})
+        return draw(boards, maps, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(viz, "connect_four_heatmaps", recorded)
+        assert main(["explain", "--out", str(out), *C4_SMALL, "--logger", "csv"]) == 0
     return out, json.loads((out / "summary.json").read_text())
 
 
@@ -125,3 +139,52 @@ def test_csv_logger_writes_the_summary_scalars(report):
     ]
     assert (scalars / "moves" / "completeness_delta" / "value.csv").exists()
     assert not (scalars / "moves" / "cell_map").exists()  # board maps stay in summary.json
+
+
+def test_gradcam_panels_beside_ig_are_gradcam_of_the_same_positions(report):
+    """Each figure has a GradCAM panel beside each head's IG map; it is
+    Attributed(GradCAM) at the last conv layer on that position, and captum's LayerGradCam
+    (one call per head) upsampled to the board."""
+    from tdhook_rl.attribution import GradCAM
+    from tdhook_rl.report.connect_four import GRADCAM_SITE, HEADS
+
+    _, summary = report
+    agent = agents.load("connect_four")
+    assert len(DRAWN) == len(summary["games"])
+    explained = Attributed(agent, GradCAM(size=(6, 7)), inputs=[GRADCAM_SITE], targets=HEADS)
+    layer = agent.get_submodule(GRADCAM_SITE)
+    for figure in DRAWN:
+        assert list(figure["maps"]) == [
+            "move (IG)",
+            "move (GradCAM)",
+            "win probability (IG)",
+            "win probability (GradCAM)",
+        ]
+        boards = torch.as_tensor(figure["boards"])
+        players = (boards != 0).flatten(1).sum(-1, keepdim=True) % 2  # who is to move
+        td = TensorDict(
+            observation=observation_from_board(boards, players),
+            action_mask=boards[:, 0] == 0,
+            batch_size=boards.shape[:1],
+        )
+        with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+            want = explained(td)
+        for head, column in (("move", "move"), ("value", "win probability")):
+            drawn = torch.as_tensor(figure["maps"][f"{column} (GradCAM)"])
+            torch.testing.assert_close(drawn, want["attribution", head, GRADCAM_SITE])
+
+        # the same for the value head, from captum: LayerGradCam at the conv, upsampled
+        def value(x, mask=td["action_mask"]):
+            return agent(TensorDict(observation=x, action_mask=mask, batch_size=x.shape[:1]))[
+                "state_value"
+            ]
+
+        cam = captum_attr.LayerGradCam(value, layer).attribute(
+            td["observation"], relu_attributions=True
+        )
+        up = captum_attr.LayerAttribution.interpolate(cam, (6, 7), "bilinear")[:, 0]
+        drawn = torch.as_tensor(figure["maps"]["win probability (GradCAM)"])
+        torch.testing.assert_close(drawn, up, atol=1e-6, rtol=1e-4)
+        assert (drawn >= 0).all() and drawn.abs().sum() > 0
+    move = summary["moves"][-1]  # the maps are in the summary too
+    assert torch.tensor(move["gradcam_map"]["value"]).shape == (6, 7)
