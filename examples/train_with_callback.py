@@ -19,8 +19,14 @@ budget is shorter. Every ``--every-frames`` frames the callback runs one evaluat
   second hidden layer costs;
 - ``tdhook/eval_seconds`` and ``tdhook/overhead_fraction``: what the callback costs.
 
+With ``--checkpoint-every N`` it also keeps the actor-critic's state dict every N frames
+under ``<log-dir>/checkpoints`` and, at the end, probes the simulator-state labels at both
+actor layers of every checkpoint (``callback.concepts_across()``): the McGrath map
+``<log-dir>/figures/concepts_across.png`` and ``concepts/<label>/<layer>/selectivity``.
+
 Run:  python examples/train_with_callback.py [--frames 100000] [--every-frames 25000]
           [--log-dir runs/train_with_callback] [--logger {csv,tensorboard}]
+          [--checkpoint-every 25000]
 Writes: <log-dir>/tdhook_rl/scalars/**/*.csv (CSV logger) and <log-dir>/figures/*.png
 Takes: 1.7-2.1 min at the defaults (4 evaluations, overhead 20-21%); 1.5-1.9 min with
     --every-frames 50000 --figures-every 5 (the callback's defaults, overhead 11-16%); one
@@ -46,6 +52,7 @@ from tdhook_rl.agents.double_pendulum import train
 from tdhook_rl.agents.double_pendulum.model import build_agent
 from tdhook_rl.callbacks import (
     AttributionSpec,
+    CheckpointSpec,
     InterpretabilityCallback,
     Interventions,
     LogTo,
@@ -56,7 +63,7 @@ from tdhook_rl.callbacks.options import EXPERIMENT
 from tdhook_rl.envs.double_pendulum import FEATURE_NAMES, make_double_pendulum
 from tdhook_rl.interventions import Ablate
 from tdhook_rl.report.double_pendulum import LABELS, hidden_sites
-from tdhook_rl.targets import ActionLoc
+from tdhook_rl.targets import ActionLoc, as_target
 
 EVAL_ENVS = 4
 
@@ -69,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--figures-every", type=int, default=1, help="figures every N evaluations")
     p.add_argument("--log-dir", type=Path, default=Path("runs/train_with_callback"))
     p.add_argument("--logger", choices=["csv", "tensorboard"], default="csv")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="checkpoint period, 0: off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     return p.parse_args(argv)
@@ -100,6 +108,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     actor_sites = hidden_sites(agent.actor_critic, "module.0")  # the two Tanh outputs
     half_units = recipe.hidden[-1] // 2
+    checkpoints = None
+    if args.checkpoint_every > 0:  # the probe labels, read from the evaluation rollout
+        checkpoints = CheckpointSpec(
+            args.log_dir / "checkpoints",
+            every_frames=args.checkpoint_every,
+            concepts=lambda td: {n: as_target(s)(td, td) for n, s in LABELS.items()},
+        )
     try:
         callback = InterpretabilityCallback(
             eval_env,
@@ -114,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 episodes=EVAL_ENVS,
             ),
             log=LogTo(args.logger, log_dir=args.log_dir, figures_every=args.figures_every),
+            checkpoints=checkpoints,
         )
     except ImportError as err:  # e.g. --logger tensorboard without tensorboard
         raise SystemExit(str(err)) from err
@@ -186,6 +202,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 flush=True,
             )
     collector.shutdown()
+    if checkpoints is not None:  # concepts across the kept checkpoints, last rollout
+        if callback.last_rollout is None:
+            callback(frames, force=True)
+        callback.concepts_across()
     eval_env.close()
     wall = time.perf_counter() - start
 

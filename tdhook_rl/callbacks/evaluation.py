@@ -17,6 +17,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import Logger
 
+from tdhook_rl.callbacks.checkpoints import CheckpointKeeper, concepts_across
 from tdhook_rl.callbacks.checks import (
     check_interventions,
     check_labels,
@@ -30,6 +31,7 @@ from tdhook_rl.callbacks.faithfulness import check_faithfulness, faithfulness_sc
 from tdhook_rl.callbacks.options import (
     EXPERIMENT,
     AttributionSpec,
+    CheckpointSpec,
     Interventions,
     LogTo,
     ProbeSpec,
@@ -124,6 +126,8 @@ class InterpretabilityCallback:
         interventions: :class:`Interventions` whose return effect is logged.
         log: where results go: :class:`LogTo` (default ``LogTo()``: CSV under
             ``tdhook_rl_logs``, figures every 5 evaluations).
+        checkpoints: a :class:`CheckpointSpec`: keep the module's state dict every N frames
+            (at every call that is due, evaluated or not), for :meth:`concepts_across`.
 
     Attributes:
         history: one dict of scalars per evaluation, with ``"frames"``.
@@ -133,6 +137,8 @@ class InterpretabilityCallback:
         rounding: the heads found at rounding level at the last evaluation (not ranked).
         last_rollout: the last evaluation rollout, with its attributions and activations.
         last_probes: the last :class:`~tdhook_rl.latent.probes.ProbeResults` (or ``None``).
+        checkpoints: the :class:`~tdhook_rl.callbacks.checkpoints.CheckpointKeeper` (or
+            ``None``); ``last_concepts``: the last :meth:`concepts_across` table.
 
     Examples:
         >>> import torch
@@ -166,12 +172,14 @@ class InterpretabilityCallback:
         probes: ProbeSpec | None = None,
         interventions: Interventions | None = None,
         log: LogTo | None = None,
+        checkpoints: CheckpointSpec | None = None,
     ) -> None:
         check_option("attribution", attribution, AttributionSpec, required=True)
         check_option("schedule", schedule, Schedule)
         check_option("probes", probes, ProbeSpec)
         check_option("interventions", interventions, Interventions)
         check_option("log", log, LogTo)
+        check_option("checkpoints", checkpoints, CheckpointSpec)
         self.env = env
         self.module = module
         self.attribution = attribution
@@ -210,6 +218,12 @@ class InterpretabilityCallback:
         self._frames = 0
         self._clock: float | None = None  # perf_counter() at start() or the first call
         self._cost = 0.0  # seconds spent evaluating and logging, all evaluations together
+        self.checkpoints = (
+            None
+            if checkpoints is None
+            else CheckpointKeeper(module, checkpoints, self.schedule.every_frames)
+        )
+        self.last_concepts: Any = None
 
     @property
     def logger(self) -> Logger | None:
@@ -229,6 +243,7 @@ class InterpretabilityCallback:
         """Evaluates if due (or ``force``); logs and returns the scalars, else ``None``."""
         frames = _as_frames(frames)
         self.start()
+        self._checkpoint(frames)
         if not (force or self.due(frames)):
             return None
         if not force and self.over_budget():
@@ -390,6 +405,18 @@ class InterpretabilityCallback:
 
         save_figures(self, rollout, frames)
 
+    def _checkpoint(self, frames: int) -> None:
+        if self.checkpoints is not None and self.checkpoints.due(frames):
+            start = time.perf_counter()
+            self.checkpoints(frames)
+            self._cost += time.perf_counter() - start
+
+    def concepts_across(self, concepts: Any = None, sites: Any = None, **options: Any) -> Any:
+        """Concepts across the kept checkpoints on the last evaluation rollout: the
+        :class:`~tdhook_rl.concepts.across.ConceptTable`, its map PNG and logged
+        selectivities (see :func:`~tdhook_rl.callbacks.checkpoints.concepts_across`)."""
+        return concepts_across(self, concepts, sites, **options)
+
     def register(self, trainer: Any, name: str = "interpretability") -> None:
         """Registers the callback on a TorchRL ``Trainer`` as a ``"post_steps_log"`` op and
         starts the overhead clock (register just before ``trainer.train()``)."""
@@ -404,6 +431,7 @@ class InterpretabilityCallback:
         if frames is None:
             self._frames += batch.numel()
             frames = self._frames
+        self._checkpoint(frames)
         if not self.due(frames):
             return None
         if self.over_budget():

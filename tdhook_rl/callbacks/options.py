@@ -26,6 +26,7 @@ from tdhook_rl.targets import as_target
 __all__ = [
     "EXPERIMENT",
     "AttributionSpec",
+    "CheckpointSpec",
     "Interventions",
     "LogTo",
     "ProbeSpec",
@@ -271,6 +272,64 @@ class LogTo:
             raise ValueError(f"figures_every must be >= 0, got {self.figures_every!r}")
 
 
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """Checkpoints the callback keeps during training, and concepts across them at the end
+    (:mod:`tdhook_rl.callbacks.checkpoints`).
+
+    Args:
+        folder: where ``frames_<12 digits>.pt`` files go (``{"state_dict", "frames"}``);
+            created if missing. A folder already holding such files is refused (they are not
+            the callback's to overwrite); other files in it are left alone.
+        every_frames: the period in collected frames; ``None``: the schedule's. The first
+            call saves too (call ``callback(0)`` before training to keep the initial net).
+        keep: keep only the newest this many (older ones the callback wrote are deleted);
+            ``None`` keeps all.
+        concepts: a labeller ``td -> {name: [*batch] tensor}`` for
+            ``callback.concepts_across()``, applied to the last evaluation rollout.
+        sites: ``{name: site}`` probed by ``concepts_across()``; ``None``: the probes' sites.
+
+    Examples:
+        >>> CheckpointSpec("runs/ckpt", every_frames=10_000, keep=5).folder
+        PosixPath('runs/ckpt')
+    """
+
+    folder: str | Path
+    every_frames: int | None = None
+    keep: int | None = None
+    concepts: Any = None
+    sites: Mapping[str, SiteSpec] | Sequence[SiteSpec] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", Path(self.folder))
+        for name in ("every_frames", "keep"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(
+                    f"CheckpointSpec.{name} must be None or an int >= 1, got {value!r}"
+                )
+        if self.concepts is not None and not callable(self.concepts):
+            raise TypeError(
+                "CheckpointSpec.concepts must be a labeller td -> {name: tensor}, got "
+                f"{type(self.concepts).__name__}"
+            )
+        if self.sites is not None:
+            if isinstance(self.sites, str) or not isinstance(self.sites, Mapping | Sequence):
+                raise TypeError(
+                    f"CheckpointSpec.sites must be a list or a mapping, got {self.sites!r}"
+                )
+            sites = (
+                self.sites
+                if isinstance(self.sites, Mapping)
+                else {_site_name(s): s for s in self.sites}
+            )
+            if not sites:
+                raise ValueError("CheckpointSpec.sites is empty: name a hidden layer, or None")
+            object.__setattr__(self, "sites", dict(sites))
+
+
 def check_logger(logger: Any) -> Logger | str | None:
     """Validates ``logger=`` now, so a missing package fails at construction."""
     if logger is None or isinstance(logger, Logger):
@@ -303,6 +362,7 @@ _EXAMPLES = {
     "probes": "ProbeSpec({'h1': 'module.0.1'}, {'x': ('observation', 0)})",
     "interventions": "Interventions({'h1 off': {'module.0.1': Ablate()}}, episodes=4)",
     "log": "LogTo('csv', log_dir='runs')",
+    "checkpoints": "CheckpointSpec('runs/checkpoints', every_frames=10_000, keep=5)",
 }
 
 

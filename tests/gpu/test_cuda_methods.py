@@ -151,3 +151,36 @@ def test_deletion_curve_on_cuda_matches_cpu():
     for head in HEADS:
         for field in ("values", "random", "auc", "random_auc"):
             _close(getattr(gpu, field)[head], getattr(cpu, field)[head])
+
+
+def test_lrp_conductance_and_guided_gradcam_on_cuda_match_cpu():
+    from tdhook_rl.attribution import Conductance, GuidedGradCAM
+    from tdhook_rl.attribution.lrp import LRP, EpsilonPlus
+
+    lrp_cpu, lrp_gpu = _on_both(LRP(EpsilonPlus()), inputs=("observation", H1))
+    cond_cpu, cond_gpu = _on_both(Conductance(n_steps=16), inputs=(H1,), targets={"p": ActionLoc()})
+    for head in HEADS:
+        for name in ("observation", H1):
+            _close(lrp_gpu["attribution", head, name], lrp_cpu["attribution", head, name])
+    _close(cond_gpu["attribution", "p", H1], cond_cpu["attribution", "p", H1])
+
+    from tdhook_rl.envs.connect_four import ConnectFourEnv
+
+    env = ConnectFourEnv(batch_size=[32])
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        positions = env.rollout(4, agents.load("connect_four"), break_when_any_done=False)
+    flat = positions.exclude("next").reshape(-1)
+    targets = {"win": Index("win_logits", 0), "value": "state_value"}
+    outs = []
+    for device in ("cpu", GPU):
+        explained = thr.Attributed(
+            agents.load("connect_four", device=device),
+            GuidedGradCAM("module.0.module.conv"),
+            inputs=["observation"],
+            targets=targets,
+        )
+        outs.append(explained(flat.clone().to(device)))
+    for head in targets:
+        _close(
+            outs[1]["attribution", head, "observation"], outs[0]["attribution", head, "observation"]
+        )

@@ -32,7 +32,7 @@ CHESS = ["--agent", "chess", "--positions", "2", "--n-steps", "4", "--quiet"]
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 @pytest.mark.parametrize(
-    ("argv", "figures"), [(SMALL, 4), (CHESS, 1)], ids=["double_pendulum", "chess"]
+    ("argv", "figures"), [(SMALL, 5), (CHESS, 5)], ids=["double_pendulum", "chess"]
 )
 def test_report_loads_in_headless_chromium(tmp_path, argv, figures):
     if "chess" in argv:
