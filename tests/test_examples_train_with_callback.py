@@ -71,3 +71,19 @@ def test_a_missing_logger_backend_exits_with_the_one_line_message(tmp_path, monk
         SystemExit, match="needs the `tensorboard` package: pip install tensorboard"
     ):
         example.main(["--logger", "tensorboard", "--log-dir", str(tmp_path)])
+
+
+def test_the_example_keeps_checkpoints_and_maps_concepts_across_them(tmp_path):
+    import torch
+
+    example = load_example()
+    argv = ["--frames", "2048", "--every-frames", "1024", "--eval-steps", "40"]
+    example.main([*argv, "--log-dir", str(tmp_path), "--checkpoint-every", "1024"])
+    files = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))
+    assert files, "no checkpoint was kept"
+    for name in files:  # each file holds the frame count its name gives
+        saved = torch.load(tmp_path / "checkpoints" / name, weights_only=False)
+        assert saved["frames"] == int(name.removeprefix("frames_").removesuffix(".pt"))
+    assert (tmp_path / "figures" / "concepts_across.png").stat().st_size > 0
+    selectivities = list((tmp_path / "tdhook_rl" / "scalars" / "concepts").rglob("*.csv"))
+    assert selectivities
