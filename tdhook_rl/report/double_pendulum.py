@@ -31,6 +31,7 @@ from tdhook_rl.report.pendulum_attribution import (
     top_feature,
 )
 from tdhook_rl.report.pendulum_probes import probe_headline, probe_section
+from tdhook_rl.report.pendulum_sae import sae_section
 from tdhook_rl.report.pendulum_trust import trust_section
 from tdhook_rl.report.writer import ReportWriter
 
@@ -158,6 +159,9 @@ def explain_double_pendulum(
         bar.set_postfix_str("probes")
         if opts.probes:
             probe_section(report, rollout, module, names, LABELS, summary, opts.seed)
+        if opts.sae:
+            bar.set_postfix_str("sparse autoencoder")
+            sae_section(report, agent, rollout, layers, policy[0], summary, opts)
         bar.update()
         bar.set_postfix_str("ablation sweep")
         if opts.ablation:

@@ -176,6 +176,8 @@ class ExplainOptions(JobOptions):
         ablation_value: replace ablated units by ``"zero"``, by their ``"mean"`` over the
             attribution rollout, or ``"both"`` (two rows per ablation).
         ablation_units: ablate ``"groups"`` of contiguous units or ``"each"`` unit alone.
+        sae: add the SAE section (:mod:`tdhook_rl.report.pendulum_sae`).
+        sae_features: how many SAE features it shows.
     """
 
     steps: int = option(1000, "environment steps per copy in the attribution rollout", minimum=1)
@@ -206,6 +208,12 @@ class ExplainOptions(JobOptions):
     ablation_units: str = option(
         "groups", "ablate groups of contiguous units or each unit alone", choices=("groups", "each")
     )
+    sae: bool = option(
+        False,
+        "the sparse-autoencoder section: an SAE on the actor's last hidden layer, its top "
+        "features' states, attributions and steering effects (about 5-10 s)",
+    )
+    sae_features: int = option(6, "features the SAE section shows", minimum=1)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from tdhook_rl.viz.chess_board import board_heatmap, chess_heatmaps, chess_squar
 from tdhook_rl.viz.connect_four_board import connect_four_heatmap, connect_four_heatmaps
 from tdhook_rl.viz.latent import intervention_effects, probe_scores
 from tdhook_rl.viz.patching import atp_vs_exact
+from tdhook_rl.viz.sae_examples import draw_pendulum, pendulum_states, sae_examples
 from tdhook_rl.viz.units import unit_heatmap
 
 __all__ = [
@@ -28,9 +29,12 @@ __all__ = [
     "chess_square_map",
     "connect_four_heatmap",
     "connect_four_heatmaps",
+    "draw_pendulum",
     "feature_shares",
     "intervention_effects",
     "memory_map",
+    "pendulum_states",
     "probe_scores",
+    "sae_examples",
     "unit_heatmap",
 ]
