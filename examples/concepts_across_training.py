@@ -20,35 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from tdhook_rl.agents.connect_four.model import load
 from tdhook_rl.concepts.across import probe_across
 from tdhook_rl.concepts.across_plots import plot_concepts_across
 from tdhook_rl.concepts.labels import connect_four_concepts
-from tdhook_rl.envs.connect_four import ConnectFourEnv, random_action
-
-SITES = {
-    "conv": "module.0.module.conv",
-    "trunk h1": "module.0.module.mlp.1",
-    "trunk h2": "module.0.module.mlp.3",
-    "value h1": "module.2.module.mlp.1",
-}
-
-
-def rollout(agent: Any, games: int, plies: int, explore: float, seed: int) -> Any:
-    """``[games, plies]`` of the agent's sampled play, some moves random."""
-    torch.manual_seed(seed)
-    env = ConnectFourEnv(batch_size=[games])
-    env.set_seed(seed)
-
-    def policy(td: Any) -> Any:
-        td = agent(td)
-        swap = torch.rand(td.batch_size) < explore
-        return td.set("action", torch.where(swap, random_action(td["action_mask"]), td["action"]))
-
-    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
-        return env.rollout(plies, policy, break_when_any_done=False)
+from tdhook_rl.report.connect_four_concepts import SITES, concept_positions
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -66,7 +43,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"no round_*.pt checkpoints in {args.checkpoints}: train with --save-every"
         )
     checkpoints = {int(p.stem.split("_")[1]): load(checkpoint=p) for p in paths}
-    data = rollout(list(checkpoints.values())[-1], args.games, args.plies, args.explore, args.seed)
+    last = list(checkpoints.values())[-1]
+    data = concept_positions(
+        last, games=args.games, plies=args.plies, explore=args.explore, seed=args.seed
+    )
     stone = 1 - 2 * data["player"].squeeze(-1).to(torch.int8)
     concepts = connect_four_concepts(data["board"], stone)
     table = probe_across(checkpoints, data, SITES, concepts, seed=args.seed)

@@ -39,6 +39,7 @@ from tdhook_rl.report.common import (
     max_abs_delta,
     top_entries,
 )
+from tdhook_rl.report.connect_four_concepts import concepts_section
 from tdhook_rl.report.options import OPPONENTS, ConnectFourOptions
 from tdhook_rl.report.writer import ReportWriter
 from tdhook_rl.targets import ActionLogProb
@@ -175,7 +176,8 @@ def explain_connect_four(
     agent: Any, out_dir: str | Path, opts: ConnectFourOptions, *, progress: bool = True
 ) -> tuple[Path, dict[str, Any]]:
     """Plays, attributes and writes a report folder (``report.html``, one
-    ``game_<n>.png`` per game, ``summary.json``).
+    ``game_<n>.png`` per game, ``summary.json``; with ``opts.concepts`` the
+    concepts-across-training section's ``concepts_across.png``).
 
     Args:
         agent: the Connect Four agent (``tdhook_rl.agents.load("connect_four")``).
@@ -191,7 +193,7 @@ def explain_connect_four(
         >>> from tdhook_rl import agents
         >>> path, summary = explain_connect_four(
         ...     agents.load("connect_four"), tempfile.mkdtemp() + "/report",
-        ...     ConnectFourOptions(method="saliency", games=1), progress=False)
+        ...     ConnectFourOptions(method="saliency", games=1, concepts=False), progress=False)
         >>> sorted(p.name for p in path.iterdir())
         ['.tdhook-rl-report', 'game_1.png', 'report.html', 'summary.json']
         >>> summary["games"][0]["agent_plays"]
@@ -243,6 +245,9 @@ def explain_connect_four(
         if method.has_convergence_delta:
             summary["max_abs_completeness_delta"] = max_abs_delta(rows, HEADS)
         _report(report, moves, rows, maps, results, opts, connect_four_heatmaps, method, cams)
+        if opts.concepts:
+            bar.set_postfix_str("concepts across training")
+            concepts_section(report, summary, seed=opts.seed)
         bar.update()
         summary["moves"] = rows
         what = f"{opts.games} games, {len(rows)} agent moves"

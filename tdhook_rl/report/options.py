@@ -255,12 +255,17 @@ class ConnectFourOptions(JobOptions):
             once if it can, else blocks, else random).
         positions: the figure of a game shows at most its last ``positions`` agent moves
             (all of them are in ``summary.json``).
+        concepts: add the concepts-across-training section
+            (:mod:`tdhook_rl.report.connect_four_concepts`).
     """
 
     games: int = option(2, "games to play", minimum=1)
     opponent: str = option("random", "the scripted opponent", choices=OPPONENTS)
     positions: int = option(
         8, "the figure of a game shows at most its last N agent moves", minimum=1
+    )
+    concepts: bool = option(
+        False, "add the concepts-across-training section (probes per layer and checkpoint; ~11 s)"
     )
 
 
