@@ -32,6 +32,7 @@ from tdhook_rl.concepts import (
     feature_dashboard,
     sae_metrics,
 )
+from tdhook_rl.evaluate import intervention_effect
 from tdhook_rl.latent.intervened import Intervened
 
 __all__ = ["SAE_CONFIG", "one_thread", "sae_layer", "sae_section", "steering_effect", "train_sae"]
@@ -160,10 +161,19 @@ def sae_section(
     if "qpos" in flat.keys():
         states = flat["qpos"].reshape(flat.shape[0], 3).float()
     rows, records = [], []
+    env = agent.make_env(opts.episodes, seed=opts.seed, device=opts.device)
     for i, j in enumerate(chosen):
         alpha = float(board.top_values[i, 0]) * float(sae.input_scale)
         with one_thread():
             effect = steering_effect(agent.actor, layer.actor_path, sae, j, alpha, inputs)
+            closed = intervention_effect(
+                env,
+                agent.actor,
+                {layer.actor_path: SAEFeature(sae, j, alpha=alpha)},
+                episodes=opts.episodes,
+                seed=opts.seed,
+                max_steps=opts.ablation_steps,
+            ).summary["returns"]
         record = {
             "feature": j,
             "frequency": float(board.frequency[i]),
@@ -174,12 +184,16 @@ def sae_section(
             "value_attribution_mean": float(attr[1, :, j].mean()),
             "steering_alpha": alpha,
             "steering_mean_abs_delta_action": effect,
+            "steering_return": {k: closed[k] for k in ("clean", "intervened", "change",
+                                                       "low", "high")},
             "top_indices": board.top_indices[i].tolist(),
-        }
+        }  # fmt: skip
         records.append(record)
         rows.append([j, record["frequency"], record["max_value"],
                      record["policy_attribution_abs"], record["policy_attribution_mean"],
-                     record["value_attribution_abs"], alpha, effect])  # fmt: skip
+                     record["value_attribution_abs"], alpha, effect,
+                     closed["change"], closed["low"], closed["high"]])  # fmt: skip
+    env.close()
     cfg = SAE_CONFIG
     summary["sae"] = {
         "layer": layer.name,
@@ -229,7 +243,8 @@ def sae_section(
     )
     report.table(
         ["feature", "fires on", "max value", "mean |attr.| policy", "mean attr. policy",
-         "mean |attr.| value", "steering alpha", "mean |delta action|"],
+         "mean |attr.| value", "steering alpha", "mean |delta action|",
+         "return change", "95% low", "95% high"],
         rows,
     )  # fmt: skip
     report.paragraph(
@@ -237,6 +252,9 @@ def sae_section(
         f"{layer.name} of the actor (tdhook_rl.Intervened with SAEFeature) on every state of "
         "the rollout, open loop; alpha is the feature's largest contribution in the data "
         "(max value times the SAE's input scale, activation units). The last column is the "
-        "mean absolute change of the deterministic action (the action lies in [-1, 1])."
+        "mean absolute change of the deterministic action (the action lies in [-1, 1]). "
+        f"Closed loop: the same steering for whole episodes, n = {opts.episodes} paired "
+        f"episodes of up to {opts.ablation_steps} steps from the same seeds with and without "
+        "it; the change in return with its 95% bootstrap interval."
     )
     return sae
