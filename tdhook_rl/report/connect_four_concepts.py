@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,22 @@ from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from tdhook_rl.concepts.across import ConceptTable, probe_across
+from tdhook_rl.concepts.geometry import cka_matrix
 from tdhook_rl.concepts.labels import connect_four_concepts
+from tdhook_rl.concepts.plots import plot_cka
 from tdhook_rl.envs.connect_four import ConnectFourEnv, random_action
+from tdhook_rl.latent.recorded import Recorded
 
-__all__ = ["SITES", "concept_labels", "concept_positions", "concept_table", "concepts_section"]
+__all__ = [
+    "CKA_SITE",
+    "SITES",
+    "CheckpointCKA",
+    "checkpoint_cka",
+    "concept_labels",
+    "concept_positions",
+    "concept_table",
+    "concepts_section",
+]
 
 #: the probed layers (module paths of the agent), input side first
 SITES: dict[str, str] = {
@@ -81,6 +94,39 @@ def concept_table(
     """:func:`~tdhook_rl.concepts.across.probe_across` of :func:`concept_labels` at
     :data:`SITES` of each ``{round: agent}``, with the random-network control."""
     return probe_across(checkpoints, data, SITES, concept_labels(data), seed=seed)
+
+
+#: the layer compared across checkpoints by CKA (the trunk's last hidden layer)
+CKA_SITE = "module.0.module.mlp.3"
+
+
+@dataclass
+class CheckpointCKA:
+    """Linear CKA between modules on the same positions (``matrix[i, j]``, ``names`` in order)."""
+
+    names: list[str]
+    matrix: torch.Tensor
+
+
+def checkpoint_cka(modules: dict[str, Any], data: TensorDictBase) -> CheckpointCKA:
+    """:func:`~tdhook_rl.concepts.cka_matrix` of :data:`CKA_SITE` between ``modules`` (each a
+    Connect Four agent) on the positions ``data``.
+
+    Examples:
+        >>> from tdhook_rl.agents.connect_four import make_agent
+        >>> agent = make_agent()
+        >>> data = concept_positions(agent, games=4, plies=5)
+        >>> cka = checkpoint_cka({"a": agent, "b": agent, "c": make_agent()}, data)
+        >>> cka.names, round(float(cka.matrix[0, 1]), 4)   # a module against itself
+        (['a', 'b', 'c'], 1.0)
+    """
+    flat = data.reshape(-1).select(*[k for k in ("observation", "action_mask") if k in data])
+    acts = {}
+    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+        for name, module in modules.items():
+            out = Recorded(module, {"h": CKA_SITE})(flat.clone())
+            acts[name] = out["activations", "h"]
+    return CheckpointCKA(list(acts), cka_matrix(acts))
 
 
 def concepts_section(
@@ -159,6 +205,17 @@ def concepts_section(
         for i, site in enumerate(table.sites):
             rows.append([concept, site, *(None if v != v else float(v) for v in grid[i].tolist())])
     report.table(["concept", "layer", *(f"round {s}" for s in steps)], rows)
+    cka = checkpoint_cka({f"round {k}": m for k, m in checkpoints.items()} | {
+        "shipped agent": load()}, data)  # fmt: skip
+    report.figure(
+        plot_cka(cka.matrix, cka.names),
+        "checkpoint_cka",
+        f"Linear CKA of {CKA_SITE} (trunk h2) between the training run's checkpoints and the "
+        "shipped 200-round agent, on the same positions: 1 = the same representation up to a "
+        "rotation and a scale; how far each round is from the others and from the agent.",
+    )
+    summary["checkpoint_cka"] = {"site": CKA_SITE, "names": list(cka.names),
+                                 "matrix": cka.matrix.tolist()}  # fmt: skip
     summary["concepts_across_training"] = {
         "checkpoints": {str(k): str(p.name) for k, p in paths.items()},
         "games": games,

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+import tdhook_rl as thr
 from tdhook_rl.agents.connect_four import make_agent
+from tdhook_rl.agents.connect_four.model import load
 from tdhook_rl.agents.connect_four.training_run import (
     compact,
     load_round,
@@ -24,7 +27,12 @@ from tdhook_rl.concepts.across import checkpoint_modules, probe_across
 from tdhook_rl.concepts.labels import connect_four_concepts
 from tdhook_rl.report import connect_four as c4_report
 from tdhook_rl.report.connect_four import explain_connect_four
-from tdhook_rl.report.connect_four_concepts import SITES, concept_positions, concepts_section
+from tdhook_rl.report.connect_four_concepts import (
+    CKA_SITE,
+    SITES,
+    concept_positions,
+    concepts_section,
+)
 from tdhook_rl.report.options import ConnectFourOptions
 from tdhook_rl.report.writer import ReportWriter
 
@@ -156,3 +164,30 @@ def test_report_without_concepts_is_unchanged(tmp_path, monkeypatch):
     assert not (path / "concepts_across.png").exists()
     assert "concepts_across_training" not in summary
     assert "Connect Four concepts" not in (path / "report.html").read_text()
+
+
+def test_checkpoint_cka_is_the_slow_hsic_formula(section):
+    """Linear CKA from centred Gram matrices (Kornblith et al. 2019, eq. 2 with linear
+    kernels), written out here, on the section's positions and layer."""
+    _, summary = section
+    entry = summary["checkpoint_cka"]
+    assert entry["names"] == [f"round {r}" for r in ROUNDS] + ["shipped agent"]
+    data = concept_positions(load_round(40), explore=0.3, **SMALL).reshape(-1)
+    inputs = data.select("observation", "action_mask")
+
+    def acts(module) -> torch.Tensor:
+        recorded = thr.Recorded(module, {"h": CKA_SITE})
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            return recorded(inputs.clone())["activations", "h"].double()
+
+    def cka(x, y):
+        n = x.shape[0]
+        h = torch.eye(n, dtype=x.dtype) - 1.0 / n
+        k, l_ = h @ x @ x.T @ h, h @ y @ y.T @ h
+        return float((k * l_).sum() / ((k * k).sum() * (l_ * l_).sum()).sqrt())
+
+    first, last, shipped = acts(load_round(0)), acts(load_round(40)), acts(load())
+    matrix = entry["matrix"]
+    assert matrix[0][4] == pytest.approx(cka(first, last), abs=1e-5)
+    assert matrix[4][5] == pytest.approx(cka(last, shipped), abs=1e-5)
+    assert matrix[2][2] == pytest.approx(1.0, abs=1e-6)
