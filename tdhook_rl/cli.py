@@ -73,7 +73,7 @@ class Explainer:
         >>> sorted(EXPLAINERS)
         ['breakout', 'chess', 'connect_four', 'double_pendulum']
         >>> EXPLAINERS["connect_four"].specific
-        {'games': 2, 'opponent': 'random', 'positions': 8}
+        {'games': 2, 'opponent': 'random', 'positions': 8, 'concepts': False}
         >>> EXPLAINERS["chess"].make_options({"positions": 2}).positions
         2
     """

@@ -78,7 +78,12 @@ def test_flags_come_from_the_options_dataclasses(capsys):
         "--steps STEPS environment steps per copy in the attribution rollout (default: 1000)"
         in text
     )
-    assert EXPLAINERS["connect_four"].specific == {"games": 2, "opponent": "random", "positions": 8}
+    assert EXPLAINERS["connect_four"].specific == {
+        "games": 2,
+        "opponent": "random",
+        "positions": 8,
+        "concepts": False,
+    }
 
 
 def test_each_job_uses_the_declared_options():
