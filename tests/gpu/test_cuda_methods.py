@@ -61,6 +61,27 @@ def _on_both(method, inputs=("observation",), targets=HEADS) -> tuple[TensorDict
     return outs[0], outs[1]
 
 
+C4_TARGETS = {"win": Index("win_logits", 0), "value": "state_value"}
+
+
+def _connect_four_on_both(method, inputs, games: int, plies: int):
+    """The shipped Connect Four agent explained on the CPU and on the GPU, on positions of
+    its own games."""
+    from tdhook_rl.envs.connect_four import ConnectFourEnv
+
+    env = ConnectFourEnv(batch_size=[games])
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        positions = env.rollout(plies, agents.load("connect_four"), break_when_any_done=False)
+    flat = positions.exclude("next").reshape(-1)
+    outs = []
+    for device in ("cpu", GPU):
+        explained = thr.Attributed(
+            agents.load("connect_four", device=device), method, inputs=inputs, targets=C4_TARGETS
+        )
+        outs.append(explained(flat.clone().to(device)))
+    return outs[0], outs[1]
+
+
 @pytest.mark.parametrize(
     "method",
     [
@@ -96,28 +117,10 @@ def test_hidden_site_ig_and_neuron_targets_on_cuda_match_cpu():
 
 
 def test_gradcam_on_the_connect_four_agent_on_cuda_matches_cpu():
-    from tdhook_rl.envs.connect_four import ConnectFourEnv
-
-    env = ConnectFourEnv(batch_size=[64])
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
-        positions = env.rollout(6, agents.load("connect_four"), break_when_any_done=False)
-    flat = positions.exclude("next").reshape(-1)
-    targets = {"win": Index("win_logits", 0), "value": "state_value"}
-    outs = []
-    for device in ("cpu", GPU):
-        explained = thr.Attributed(
-            agents.load("connect_four", device=device),
-            GradCAM(size=(6, 7)),
-            inputs=["module.0.module.conv"],
-            targets=targets,
-        )
-        outs.append(explained(flat.clone().to(device)))
-    cpu, gpu = outs
-    for head in targets:
-        _close(
-            gpu["attribution", head, "module.0.module.conv"],
-            cpu["attribution", head, "module.0.module.conv"],
-        )
+    site = "module.0.module.conv"
+    cpu, gpu = _connect_four_on_both(GradCAM(size=(6, 7)), [site], games=64, plies=6)
+    for head in C4_TARGETS:
+        _close(gpu["attribution", head, site], cpu["attribution", head, site])
 
 
 def test_attribution_patching_on_cuda_matches_cpu():
@@ -164,23 +167,7 @@ def test_lrp_conductance_and_guided_gradcam_on_cuda_match_cpu():
             _close(lrp_gpu["attribution", head, name], lrp_cpu["attribution", head, name])
     _close(cond_gpu["attribution", "p", H1], cond_cpu["attribution", "p", H1])
 
-    from tdhook_rl.envs.connect_four import ConnectFourEnv
-
-    env = ConnectFourEnv(batch_size=[32])
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
-        positions = env.rollout(4, agents.load("connect_four"), break_when_any_done=False)
-    flat = positions.exclude("next").reshape(-1)
-    targets = {"win": Index("win_logits", 0), "value": "state_value"}
-    outs = []
-    for device in ("cpu", GPU):
-        explained = thr.Attributed(
-            agents.load("connect_four", device=device),
-            GuidedGradCAM("module.0.module.conv"),
-            inputs=["observation"],
-            targets=targets,
-        )
-        outs.append(explained(flat.clone().to(device)))
-    for head in targets:
-        _close(
-            outs[1]["attribution", head, "observation"], outs[0]["attribution", head, "observation"]
-        )
+    guided = GuidedGradCAM("module.0.module.conv")
+    cpu, gpu = _connect_four_on_both(guided, ["observation"], games=32, plies=4)
+    for head in C4_TARGETS:
+        _close(gpu["attribution", head, "observation"], cpu["attribution", head, "observation"])
