@@ -12,6 +12,7 @@ import torch
 from tensordict import NestedKey, TensorDictBase
 from torch import nn
 
+from tdhook_rl.attribution._perturb import check_chunk_size
 from tdhook_rl.attribution.base import AttributionMethod, AttributionResult
 from tdhook_rl.attribution.baselines import (
     Baselines,
@@ -88,12 +89,10 @@ class Conductance(AttributionMethod):
     ) -> None:
         quadrature(rule, n_steps)  # validates rule and n_steps
         self.alphas = quadrature(rule, n_steps + 1)[0]  # captum's n_steps + 1 points
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
         self.n_steps = n_steps
         self.rule = rule
         self.baseline = normalize_baselines(baseline)
-        self.chunk_size = chunk_size
+        self.chunk_size = check_chunk_size(chunk_size)
         self.context_keys = baseline_keys(self.baseline)
         # per module: the (site names, target names) already found between input and target
         self._between: weakref.WeakKeyDictionary[nn.Module, set[tuple[Any, ...]]] = (

@@ -26,7 +26,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
-from tdhook_rl.latent.probes import fit_probes, randomized_copy
+from tdhook_rl.latent.probes import fit_probes, randomized_copy, text_table
 from tdhook_rl.latent.recorded import Recorded
 from tdhook_rl.latent.splits import episode_ids
 
@@ -86,17 +86,7 @@ class ConceptTable:
 
     def __str__(self) -> str:
         cols = ["concept", "site", "step", "metric", "score", "control", "selectivity", "note"]
-        cells = [[_cell(r.get(c)) for c in cols] for r in self.rows]
-        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-        return "\n".join(line.rstrip() for line in lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+        return text_table(self.rows, cols)
 
 
 def checkpoint_modules(

@@ -69,12 +69,24 @@ class ProbeResults:
     def __str__(self) -> str:
         if not self.rows:
             return "ProbeResults(no rows)"
-        cols = list(self.rows[0])
-        cells = [[_cell(row.get(c)) for c in cols] for row in self.rows]
-        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-        return "\n".join(line.rstrip() for line in lines)
+        return text_table(self.rows, list(self.rows[0]))
+
+
+def text_table(rows: Sequence[Mapping[str, Any]], cols: Sequence[str]) -> str:
+    """``rows`` as aligned text columns ``cols`` (floats to 3 decimals, ``None`` as ``-``).
+
+    Examples:
+        >>> rows = [{"site": "h1", "r2": 0.5}, {"site": "h2", "r2": None}]
+        >>> print(text_table(rows, ["site", "r2"]))
+        site  r2
+        h1    0.500
+        h2    -
+    """
+    cells = [[_cell(row.get(c)) for c in cols] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _cell(value: Any) -> str:
