@@ -27,7 +27,7 @@ from tdhook_rl.attribution.baselines import resolve_baseline
 from tdhook_rl.core.intercept import Interception, intercepting
 from tdhook_rl.core.keys import as_key
 from tdhook_rl.core.sites import KeySite, ModuleSite, Site, resolve_sites, site_module
-from tdhook_rl.core.vmap import is_vmapped
+from tdhook_rl.core.vmap import is_vmapped, transform_depth
 
 __all__ = ["HiddenSite", "hidden_site", "replacing", "site_baselines", "split_inputs"]
 
@@ -124,10 +124,10 @@ def captured(sites: list[HiddenSite], store: dict[str, torch.Tensor]) -> list[In
     under more functorch transforms than the observers were made under runs inside a vmap
     of the module's own (the engine's forward-mode passes make theirs around it): refused,
     as :func:`checked_activation` refuses it in the module's own call."""
-    depth = _transform_depth()
+    depth = transform_depth()
 
     def keep(name: str, value: torch.Tensor) -> None:
-        if _transform_depth() > depth:
+        if transform_depth() > depth:
             raise ValueError(_inside_vmap(name))
         store.setdefault(name, value)
 
@@ -162,12 +162,6 @@ def _inside_vmap(name: str) -> str:
         "MultiAgentMLP(share_params=False)), where a hook sees one slice; attribute to a "
         "site outside it"
     )
-
-
-def _transform_depth() -> int:
-    """How many functorch transforms (vmap, jvp, grad) the current code runs under."""
-    depth = getattr(torch._C._functorch, "get_dynamic_layer_stack_depth", None)
-    return 0 if depth is None else int(depth())
 
 
 _NO_BASELINE = object()

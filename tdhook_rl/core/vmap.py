@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["is_vmapped", "whole_tensor"]
+__all__ = ["is_vmapped", "transform_depth", "whole_tensor"]
 
 _functorch = torch._C._functorch
 _is_batched = getattr(_functorch, "is_batchedtensor", None)
+_depth = getattr(_functorch, "get_dynamic_layer_stack_depth", None)
+
+
+def transform_depth() -> int:
+    """How many functorch transforms (``vmap``, ``jvp``, ``grad``) the current code runs under.
+
+    Examples:
+        >>> seen = []
+        >>> _ = torch.vmap(lambda x: seen.append(transform_depth()) or x)(torch.zeros(3))
+        >>> seen, transform_depth()
+        ([1], 0)
+    """
+    return 0 if _depth is None else int(_depth())
 
 
 def is_vmapped(value: torch.Tensor) -> bool:
